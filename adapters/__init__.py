@@ -1,0 +1,1 @@
+"""Architectures. Each module registers one adapter; importing this package registers them all."""

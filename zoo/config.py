@@ -1,0 +1,224 @@
+"""Typed, frozen configuration with strict YAML loading.
+
+A run is described by one :class:`TrainConfig`; its ``model`` section is the adapter's own
+``config_cls``. YAML files in ``configs/`` are self-contained (no inheritance). Unknown keys are
+errors with a "did you mean" hint; the resolved config is written into every run folder.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+
+from zoo.errors import UserError
+
+
+class ConfigError(UserError):
+    """A configuration problem, with the key path in the message."""
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where the images come from and at which size they are read."""
+
+    source: str | None = None  # folder or COCO JSON; None = the embedded synthetic dataset
+    images: str | None = None  # image folder for a COCO JSON (default: images/ beside it)
+    cache: str | None = None  # a `zoo data prepare` cache to read instead of the source
+    max_size: int = 256  # longest side after resizing (resize="max_side")
+    resize: Literal["max_side", "square"] = "max_side"
+    min_size: int = 0  # square mode: scale so the short side is at least this (Matterport: 800)
+    limit: int | None = None  # use only the first N images
+    val_fraction: float = 0.2
+    split: Literal["stratified", "random"] = "stratified"
+    rle_base: int = 0  # iMaterialist EncodedPixels start index base (the released file: 0)
+    synth_n: int = 300  # embedded dataset: number of images
+    synth_size: int = 256  # embedded dataset: image side
+    workers: int = 0  # DataLoader worker processes
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """The source study's augmentation list (torchvision.transforms.v2), applied to a fraction."""
+
+    fraction: float = 0.5  # share of training samples that get the augmentation pipeline
+    hflip: bool = True
+    vflip: bool = True
+    crop: float = 0.1  # random crop removing up to this share of each side
+    blur_sigma: float = 0.5  # Gaussian blur sigma in [0, blur_sigma] on half the samples
+    contrast: tuple[float, float] = (0.75, 1.5)
+    noise_std: float = 0.05  # additive Gaussian noise, std in [0, noise_std] (image in [0,1])
+    brightness: tuple[float, float] = (0.8, 1.2)
+    scale: tuple[float, float] = (0.5, 1.5)
+    rotate: float = 45.0  # degrees, +-
+    translate: float = 0.2  # fraction of the size, +-
+    shear: float = 8.0  # degrees, +-
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """Optimizer and learning-rate schedule (lr itself is per stage)."""
+
+    name: Literal["sgd", "adamw"] = "sgd"
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    warmup_steps: int = 0
+    warmup_factor: float = 0.1  # warm-up starts at lr * warmup_factor
+    schedule: Literal["constant", "step", "cosine"] = "constant"
+    milestones: tuple[float, ...] = (0.67, 0.89)  # step schedule: fractions of the stage's steps
+    gamma: float = 0.1
+    clip_grad_norm: float | None = 10.0
+    accumulate: int = 1  # gradient accumulation steps
+
+
+@dataclass(frozen=True)
+class StageConfig:
+    """One training stage: which layers learn, how long, how fast, with or without augmentation."""
+
+    name: str = "all"
+    epochs: int = 1
+    lr: float = 1e-3
+    layers: str = "all"  # heads, 5+, 4+, 3+, 2+, all
+    augment: bool = False
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything a run needs. ``model`` is the adapter's own config dataclass (or a dict of it)."""
+
+    adapter: str = "maskrcnn"
+    model: Any = None
+    data: DataConfig = field(default_factory=DataConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    stages: tuple[StageConfig, ...] = (StageConfig(),)
+    batch_size: int = 2
+    steps_per_epoch: int | None = None  # None: one pass over the training split
+    device: str = "auto"  # auto, cpu, cuda, cuda:1
+    amp: Literal["none", "bf16", "fp16"] = "none"  # mixed precision (CUDA only)
+    seed: int = 0
+    best_metric: Literal["val_loss", "segm_AP", "segm_AP50"] = "val_loss"
+    patience: int | None = None  # early stopping: epochs without improvement
+    eval_limit: int | None = 50  # validation images scored for AP each epoch (None: all)
+    pretrained: str | None = None  # local weights: torchvision/timm state dict or zoo checkpoint
+    tensorboard: bool = False
+    threads: int | None = None  # torch CPU threads (None: torch's default)
+
+
+def _fail(path: str, msg: str) -> typing.NoReturn:
+    raise ConfigError(f"{path or 'config'}: {msg}")
+
+
+def _convert(tp: Any, value: Any, path: str) -> Any:
+    """Check ``value`` against the annotation ``tp`` and convert lists to tuples/dataclasses."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if tp is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in (a for a in args if a is not type(None)):
+            try:
+                return _convert(arg, value, path)
+            except ConfigError as err:
+                errors.append(str(err))
+        _fail(path, f"{value!r} does not fit {tp}")
+    if origin is Literal:
+        if value not in args:
+            _fail(path, f"{value!r} is not one of {', '.join(map(repr, args))}")
+        return value
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            _fail(path, f"expected a list, got {value!r}")
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_convert(args[0], v, f"{path}[{i}]") for i, v in enumerate(value))
+        if len(args) != len(value):
+            _fail(path, f"expected {len(args)} values, got {len(value)}")
+        return tuple(_convert(a, v, f"{path}[{i}]") for i, (a, v) in enumerate(zip(args, value)))
+    if dataclasses.is_dataclass(tp):
+        if isinstance(value, tp):
+            return value
+        return from_dict(tp, value, path)
+    if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if tp in (int, str, bool) and type(value) is tp:
+        return value
+    if tp is type(None) and value is None:
+        return None
+    _fail(path, f"expected {getattr(tp, '__name__', tp)}, got {value!r}")
+
+
+def from_dict(cls: type, data: Any, path: str = "") -> Any:
+    """Build dataclass ``cls`` from a plain dict; unknown keys fail with a close-match hint."""
+    if not isinstance(data, dict):
+        _fail(path, f"expected a mapping for {cls.__name__}, got {type(data).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for key, value in data.items():
+        where = f"{path}.{key}" if path else str(key)
+        if key not in fields:
+            close = difflib.get_close_matches(str(key), fields, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            _fail(where, f"unknown key{hint}; valid keys: {', '.join(fields)}")
+        kwargs[key] = _convert(hints[key], value, where)
+    return cls(**kwargs)
+
+
+def to_dict(obj: Any) -> Any:
+    """Plain YAML-ready data (tuples become lists)."""
+    if dataclasses.is_dataclass(obj):
+        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, (list, tuple)):
+        return [to_dict(v) for v in obj]
+    return obj
+
+
+def train_config_from_dict(data: dict[str, Any], model_cls: type, path: str = "") -> TrainConfig:
+    """A :class:`TrainConfig` whose ``model`` section is parsed strictly as ``model_cls``."""
+    data = dict(data)
+    model = data.pop("model", None) or {}
+    cfg = from_dict(TrainConfig, data, path)
+    return dataclasses.replace(cfg, model=from_dict(model_cls, model, f"{path}model" if not path else f"{path}.model"))
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    """A YAML mapping from ``path``; a missing file or a non-mapping is a one-line error."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"{p}: config file not found")
+    try:
+        data = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{p}: invalid YAML ({err.__class__.__name__}: {str(err).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{p}: expected a mapping at the top level")
+    return data
+
+
+def apply_override(data: dict[str, Any], assignment: str) -> None:
+    """Apply ``key.sub=value`` (value parsed as YAML) to a nested dict in place."""
+    if "=" not in assignment:
+        raise ConfigError(f"override {assignment!r}: expected KEY=VALUE")
+    key, raw = assignment.split("=", 1)
+    value = yaml.safe_load(raw)
+    node = data
+    parts = key.strip().split(".")
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"override {assignment!r}: {part!r} is not a section")
+    node[parts[-1]] = value
+
+
+def dump_yaml(cfg: Any, path: str | Path) -> None:
+    Path(path).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
