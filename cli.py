@@ -7,8 +7,6 @@ from typing import Annotated, Optional
 
 import typer
 
-import adapters  # noqa: F401  (fills the adapter registry)
-
 app = typer.Typer(help="Train, evaluate and compare instance-segmentation models on fashion photos.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
 data_app = typer.Typer(help="Read, check, convert and describe datasets.", no_args_is_help=True)
@@ -22,6 +20,9 @@ def _run(fn, *args, **kwargs):
     """Call a zoo function; known user errors become one line on stderr and exit code 2."""
     from zoo.errors import UserError
 
+    # Model commands need the registry; `zoo data ...` stays free of torch model imports.
+    if fn.__module__.split(".")[1] not in ("data",):
+        import adapters  # noqa: F401  (fills the adapter registry)
     try:
         return fn(*args, **kwargs)
     except UserError as err:
@@ -100,7 +101,7 @@ def list_adapters() -> None:
     """The registered adapters and their default configs."""
     from zoo.build import print_adapters
 
-    print_adapters()
+    _run(print_adapters)
 
 
 @app.command("train")

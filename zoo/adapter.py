@@ -47,6 +47,7 @@ class Adapter(nn.Module, ABC):
     config_cls: ClassVar[type]
     # Capabilities, read by the harness and the report (never isinstance checks).
     instance_native: ClassVar[bool] = True  # False: instances are derived from a semantic map
+    backbone_option: ClassVar[str] = "backbone"  # the config field naming the backbone/encoder
 
     def __init__(self, cfg: Any, num_classes: int) -> None:
         super().__init__()

@@ -17,8 +17,8 @@ from typing import Any, Literal
 
 import yaml
 
-
 from zoo.errors import UserError
+
 
 
 class ConfigError(UserError):
@@ -109,6 +109,8 @@ class TrainConfig:
     eval_limit: int | None = 50  # validation images scored for AP each epoch (None: all)
     pretrained: str | None = None  # local weights: torchvision/timm state dict or zoo checkpoint
     tensorboard: bool = False
+    log_every: int = 10  # steps between step rows in metrics.csv
+    checkpoint_every: int | None = None  # steps between mid-epoch `last` checkpoints
     threads: int | None = None  # torch CPU threads (None: torch's default)
 
 
@@ -150,6 +152,12 @@ def _convert(tp: Any, value: Any, path: str) -> Any:
         return from_dict(tp, value, path)
     if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
+    if tp is float and isinstance(value, str):
+        # PyYAML reads `1e-4` (no dot) as a string; a float field accepts it as the number it is.
+        try:
+            return float(value)
+        except ValueError:
+            pass
     if tp in (int, str, bool) and type(value) is tp:
         return value
     if tp is type(None) and value is None:
@@ -211,13 +219,24 @@ def apply_override(data: dict[str, Any], assignment: str) -> None:
         raise ConfigError(f"override {assignment!r}: expected KEY=VALUE")
     key, raw = assignment.split("=", 1)
     value = yaml.safe_load(raw)
-    node = data
+    node: Any = data
     parts = key.strip().split(".")
     for part in parts[:-1]:
-        node = node.setdefault(part, {})
-        if not isinstance(node, dict):
+        if isinstance(node, list):  # stages.1.lr: a list item by index
+            if not part.isdigit() or int(part) >= len(node):
+                raise ConfigError(f"override {assignment!r}: no item {part!r} (the list has {len(node)})")
+            node = node[int(part)]
+        else:
+            node = node.setdefault(part, {})
+        if not isinstance(node, (dict, list)):
             raise ConfigError(f"override {assignment!r}: {part!r} is not a section")
-    node[parts[-1]] = value
+    last = parts[-1]
+    if isinstance(node, list):
+        if not last.isdigit() or int(last) >= len(node):
+            raise ConfigError(f"override {assignment!r}: no item {last!r} (the list has {len(node)})")
+        node[int(last)] = value
+    else:
+        node[last] = value
 
 
 def dump_yaml(cfg: Any, path: str | Path) -> None:

@@ -1,0 +1,197 @@
+"""Mask R-CNN (torchvision ``MaskRCNN``) with ResNet or timm FPN backbones.
+
+The adapter holds torchvision's four parts under torchvision's own names (``transform``,
+``backbone``, ``rpn``, ``roi_heads``), so its ``state_dict`` is a torchvision Mask R-CNN state dict:
+COCO checkpoints load key for key and :func:`build_torchvision_maskrcnn` rebuilds the plain
+torchvision model from the same config and weights.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+from torch import Tensor, nn
+from torchvision.models.detection import MaskRCNN
+from torchvision.models.detection.anchor_utils import AnchorGenerator
+from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
+from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
+from torchvision.models.detection.roi_heads import paste_masks_in_image
+from torchvision.models.detection.rpn import RPNHead
+from torchvision.models.detection.transform import resize_boxes
+from torchvision.ops import MultiScaleRoIAlign
+
+from adapters.maskrcnn_backbones import (
+    TimmBody,
+    body_groups,
+    build_backbone,
+    feature_levels,
+    map_backbone_state,
+    rename_detection_key,
+)
+from zoo.adapter import Adapter, register
+from zoo.errors import UserError
+from zoo.types import InstancePred
+
+
+@dataclass(frozen=True)
+class MaskRCNNConfig:
+    """Mask R-CNN options. Defaults are the CPU preset (2 cores, images of about 128 px).
+
+    torchvision's COCO values are given in brackets where the preset differs; see
+    ``configs/maskrcnn-gpu.yaml`` for the full-size recipe.
+    """
+
+    backbone: str = "resnet18"  # resnet18/34/50/101 or "timm:<name>" [resnet50]
+    norm: Literal["batch", "frozen"] = "batch"  # backbone norm; "frozen" for pretrained weights
+    fpn_channels: int = 64  # [256]
+    timm_out_indices: tuple[int, ...] = (1, 2, 3, 4)  # timm feature stages at strides 4..32
+    min_size: int = 128  # GeneralizedRCNNTransform: short side target [800]
+    max_size: int = 128  # ... long side cap [1333]
+    anchor_sizes: tuple[int, ...] = (8, 16, 32, 64, 128)  # one per FPN level [32..512]
+    aspect_ratios: tuple[float, ...] = (0.5, 1.0, 2.0)
+    rpn_batch_size_per_image: int = 128  # [256]
+    rpn_pre_nms_top_n_train: int = 500  # per level [2000]
+    rpn_post_nms_top_n_train: int = 250  # [2000]
+    rpn_pre_nms_top_n_test: int = 500  # [1000]
+    rpn_post_nms_top_n_test: int = 250  # [1000]
+    box_batch_size_per_image: int = 64  # sampled ROIs per image [512]
+    box_positive_fraction: float = 0.25
+    representation_size: int = 256  # box head MLP width [1024]
+    mask_head_layers: tuple[int, ...] = (64, 64)  # mask head conv widths [256 x 4]
+    box_score_thresh: float = 0.05
+    box_nms_thresh: float = 0.5
+    detections_per_image: int = 100
+    mask_threshold: float = 0.5  # mask probability above which a pixel is inside
+
+
+def build_torchvision_maskrcnn(cfg: MaskRCNNConfig, num_classes: int) -> MaskRCNN:
+    """A torchvision ``MaskRCNN`` for ``num_classes`` foreground classes (+ background), random weights."""
+    if num_classes < 1:
+        raise UserError(f"num_classes must be at least 1, got {num_classes}")
+    if not cfg.mask_head_layers:
+        raise UserError("model.mask_head_layers: give at least one conv width")
+    backbone = build_backbone(cfg.backbone, cfg.norm, cfg.fpn_channels, cfg.timm_out_indices)
+    levels = feature_levels(backbone)
+    if len(cfg.anchor_sizes) != levels:
+        raise UserError(f"model.anchor_sizes: {cfg.backbone} gives {levels} FPN levels, so give {levels} "
+                        f"sizes (one per level), got {list(cfg.anchor_sizes)}")
+    anchors = AnchorGenerator(sizes=tuple((s,) for s in cfg.anchor_sizes),
+                              aspect_ratios=(tuple(cfg.aspect_ratios),) * levels)
+    maps = [str(i) for i in range(levels - 1)]  # ROI pooling skips the coarse "pool" level
+    channels, mask_width = backbone.out_channels, cfg.mask_head_layers[-1]
+    return MaskRCNN(
+        backbone,
+        min_size=cfg.min_size,
+        max_size=cfg.max_size,
+        rpn_anchor_generator=anchors,
+        rpn_head=RPNHead(channels, anchors.num_anchors_per_location()[0]),
+        rpn_pre_nms_top_n_train=cfg.rpn_pre_nms_top_n_train,
+        rpn_post_nms_top_n_train=cfg.rpn_post_nms_top_n_train,
+        rpn_pre_nms_top_n_test=cfg.rpn_pre_nms_top_n_test,
+        rpn_post_nms_top_n_test=cfg.rpn_post_nms_top_n_test,
+        rpn_batch_size_per_image=cfg.rpn_batch_size_per_image,
+        box_roi_pool=MultiScaleRoIAlign(maps, output_size=7, sampling_ratio=2),
+        box_head=TwoMLPHead(channels * 7 * 7, cfg.representation_size),
+        box_predictor=FastRCNNPredictor(cfg.representation_size, num_classes + 1),
+        box_score_thresh=cfg.box_score_thresh,
+        box_nms_thresh=cfg.box_nms_thresh,
+        box_detections_per_img=cfg.detections_per_image,
+        box_batch_size_per_image=cfg.box_batch_size_per_image,
+        box_positive_fraction=cfg.box_positive_fraction,
+        mask_roi_pool=MultiScaleRoIAlign(maps, output_size=14, sampling_ratio=2),
+        mask_head=MaskRCNNHeads(channels, list(cfg.mask_head_layers), 1),
+        mask_predictor=MaskRCNNPredictor(mask_width, mask_width, num_classes + 1),
+    )
+
+
+def to_torchvision_target(target: dict[str, Any]) -> dict[str, Tensor]:
+    """A zoo target as torchvision detection wants it: plain tensors, no degenerate boxes.
+
+    Returns ``boxes`` float32 ``[N, 4]``, ``labels`` int64 ``[N]``, ``masks`` uint8 ``[N, H, W]``.
+    Boxes with no width or height (e.g. a garment cropped away by augmentation to a line) would
+    give an infinite box-regression target, so they are dropped with their masks.
+    """
+    boxes = target["boxes"].as_subclass(Tensor).to(torch.float32).reshape(-1, 4)
+    labels = target["labels"].as_subclass(Tensor).to(torch.int64)
+    masks = target["masks"].as_subclass(Tensor).to(torch.uint8)
+    keep = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+    return {"boxes": boxes[keep], "labels": labels[keep], "masks": masks[keep]}
+
+
+@dataclass
+class MaskRCNNRaw:
+    """``run_model`` output: per-image detections at the network's resized image size.
+
+    ``detections[i]`` holds ``boxes`` ``[N, 4]``, ``labels`` ``[N]``, ``scores`` ``[N]`` and
+    ``masks`` (28x28 probabilities ``[N, 1, 28, 28]`` in box coordinates); ``resized[i]`` is the
+    ``(H, W)`` the image had inside the network.
+    """
+
+    detections: list[dict[str, Tensor]]
+    resized: list[tuple[int, int]]
+
+
+@register("maskrcnn")
+class MaskRCNNAdapter(Adapter):
+    """torchvision Mask R-CNN; ``num_classes`` foreground labels ``1..C`` (+ background 0)."""
+
+    config_cls = MaskRCNNConfig
+
+    def __init__(self, cfg: MaskRCNNConfig, num_classes: int) -> None:
+        super().__init__(cfg, num_classes)
+        net = build_torchvision_maskrcnn(cfg, num_classes)
+        self.transform = net.transform
+        self.backbone = net.backbone
+        self.rpn = net.rpn
+        self.roi_heads = net.roi_heads
+
+    def forward(self, images: list[Tensor], targets: list[dict[str, Any]]) -> dict[str, Tensor]:
+        """Losses ``loss_objectness``, ``loss_rpn_box_reg``, ``loss_classifier``, ``loss_box_reg``,
+        ``loss_mask`` (scalars) for B images ``[3, H, W]`` in ``[0, 1]`` (train mode)."""
+        batch, tv_targets = self.transform(list(images), [to_torchvision_target(t) for t in targets])
+        features = self.backbone(batch.tensors)
+        proposals, rpn_losses = self.rpn(batch, features, tv_targets)
+        _, roi_losses = self.roi_heads(features, proposals, batch.image_sizes, tv_targets)
+        return {**rpn_losses, **roi_losses}
+
+    def run_model(self, images: list[Tensor]) -> MaskRCNNRaw:
+        """Normalise, resize and batch B images ``[3, H, W]``, then backbone, RPN and ROI heads."""
+        batch, _ = self.transform(list(images))
+        features = self.backbone(batch.tensors)
+        proposals, _ = self.rpn(batch, features)
+        detections, _ = self.roi_heads(features, proposals, batch.image_sizes)
+        return MaskRCNNRaw(detections, [(int(h), int(w)) for h, w in batch.image_sizes])
+
+    def postprocess(self, raw: MaskRCNNRaw, sizes: list[tuple[int, int]]) -> list[InstancePred]:
+        """Boxes scaled to each ``(H, W)`` in ``sizes``; 28x28 masks pasted there and thresholded."""
+        preds = []
+        for det, resized, size in zip(raw.detections, raw.resized, sizes):
+            boxes = resize_boxes(det["boxes"], list(resized), list(size))
+            probs = paste_masks_in_image(det["masks"], boxes, size)  # [N, 1, H, W]
+            preds.append(InstancePred(boxes=boxes.float(), labels=det["labels"], scores=det["scores"],
+                                      masks=probs[:, 0] > self.cfg.mask_threshold))
+        return preds
+
+    def param_groups(self) -> dict[str, list[nn.Parameter]]:
+        """Backbone body by depth ("stem", "stage2".."stage5"); FPN, RPN and ROI heads are "heads"."""
+        groups = body_groups(self.backbone)
+        groups["heads"] = [*self.backbone.fpn.parameters(), *self.rpn.parameters(), *self.roi_heads.parameters()]
+        return groups
+
+    def adapt_pretrained(self, state: dict[str, Tensor]) -> dict[str, Tensor]:
+        """Map a torchvision Mask R-CNN checkpoint (e.g. COCO, any class count) or a plain
+        torchvision/timm classification backbone state dict onto this module's keys.
+
+        Detection checkpoints keep their keys (old names renamed); the harness then skips the
+        class-count-dependent predictor layers by shape. Backbone checkpoints map to ``backbone.body.*``.
+        """
+        own = self.state_dict()
+        if any(k.startswith(("backbone.", "rpn.", "roi_heads.")) for k in state):
+            mapped = {rename_detection_key(k): v for k, v in state.items()}
+        else:
+            body_keys = {k for k in own if k.startswith("backbone.body.")}
+            mapped = map_backbone_state(state, body_keys, isinstance(self.backbone.body, TimmBody))
+        # Batch-norm step counters have no counterpart in frozen norms; they carry no weights.
+        return {k: v for k, v in mapped.items() if k in own or not k.endswith("num_batches_tracked")}

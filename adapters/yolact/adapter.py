@@ -1,0 +1,180 @@
+"""The ``yolact`` adapter: a YOLACT-style one-stage instance segmenter written from the paper.
+
+Bolya, Zhou, Xiao, Lee, "YOLACT: Real-time Instance Segmentation", ICCV 2019. Masks are linear
+combinations of ``k`` image-wide prototypes with per-detection coefficients, so inference has no
+per-region feature pooling: one matrix product for all masks, Fast NMS for all classes at once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from adapters.yolact.boxes import crop, decode, fast_nms, make_anchors
+from adapters.yolact.loss import LossSettings, prepare_target, yolact_losses
+from adapters.yolact.network import FPN, PredictionHead, ProtoNet, RawOutput, build_backbone, init_xavier
+from zoo.adapter import Adapter, register
+from zoo.errors import UserError
+from zoo.types import InstancePred
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class YolactConfig:
+    """Model options. Defaults are the CPU preset; the paper's values are noted where they differ
+    (``configs/yolact-gpu.yaml`` sets them all)."""
+
+    backbone: str = "resnet18"  # torchvision ResNet name, or "timm:<name>" [resnet101]
+    input_size: int = 192  # square network input [550]
+    fpn_channels: int = 64  # FPN, prediction head and semantic head width [256]
+    proto_channels: int = 64  # protonet width [256]
+    num_prototypes: int = 32  # k
+    anchor_scales: tuple[float, ...] = (24.0, 48.0, 96.0, 192.0, 384.0)  # pixels at a 550 input, P3..P7
+    aspect_ratios: tuple[float, ...] = (1.0, 0.5, 2.0)  # width / height
+    pos_iou: float = 0.5
+    neg_iou: float = 0.4
+    negpos_ratio: int = 3
+    box_weight: float = 1.5
+    mask_weight: float = 6.125
+    semantic_weight: float = 1.0
+    masks_to_train: int = 100  # positives per image that get a mask loss
+    score_threshold: float = 0.05
+    nms_top_k: int = 200  # candidates per class before Fast NMS
+    nms_iou: float = 0.5
+    max_detections: int = 100
+    mask_threshold: float = 0.5
+
+
+@register("yolact")
+class YolactAdapter(Adapter):
+    """YOLACT: backbone C3-C5, FPN P3-P7, protonet on P3, one prediction head shared by all levels."""
+
+    config_cls = YolactConfig
+
+    def __init__(self, cfg: YolactConfig, num_classes: int) -> None:
+        super().__init__(cfg, num_classes)
+        if cfg.input_size < 64:
+            raise UserError(f"model.input_size: {cfg.input_size} is too small; give at least 64")
+        self.backbone = build_backbone(cfg.backbone)
+        self.fpn = FPN(self.backbone.out_channels, cfg.fpn_channels)
+        self.protonet = ProtoNet(cfg.fpn_channels, cfg.proto_channels, cfg.num_prototypes)
+        self.head = PredictionHead(cfg.fpn_channels, num_classes + 1, len(cfg.aspect_ratios), cfg.num_prototypes)
+        self.semantic = nn.Conv2d(cfg.fpn_channels, num_classes, 1)
+        for part in (self.fpn, self.protonet, self.head, self.semantic):
+            init_xavier(part)
+        self.loss_settings = LossSettings(**{f.name: getattr(cfg, f.name) for f in dataclasses.fields(LossSettings)})
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+        self._anchor_cache: dict[tuple, Tensor] = {}
+
+    # ------------------------------------------------------------------ network
+    def _batch(self, images: list[Tensor]) -> Tensor:
+        """B images ``[3, H, W]`` in [0, 1] -> normalised ``[B, 3, S, S]`` (aspect ratio not kept, as the paper)."""
+        s = self.cfg.input_size
+        dev = self.mean.device
+        batch = torch.stack([
+            F.interpolate(im.to(dev, torch.float32)[None], size=(s, s), mode="bilinear", align_corners=False)[0]
+            if im.shape[-2:] != (s, s) else im.to(dev, torch.float32) for im in images])
+        return (batch - self.mean) / self.std
+
+    def _anchors(self, levels: list[Tensor]) -> Tensor:
+        sizes = tuple((int(p.shape[-2]), int(p.shape[-1])) for p in levels)
+        key = (sizes, str(levels[0].device))
+        if key not in self._anchor_cache:
+            self._anchor_cache[key] = make_anchors(sizes, self.cfg.anchor_scales, self.cfg.aspect_ratios,
+                                                   device=levels[0].device)
+        return self._anchor_cache[key]
+
+    def _network(self, images: list[Tensor], with_semantic: bool) -> RawOutput:
+        levels = self.fpn(self.backbone(self._batch(images)))
+        outs = [self.head(p) for p in levels]
+        return RawOutput(
+            deltas=torch.cat([o[0] for o in outs], dim=1),
+            logits=torch.cat([o[1] for o in outs], dim=1),
+            coefs=torch.cat([o[2] for o in outs], dim=1),
+            protos=self.protonet(levels[0]),
+            anchors=self._anchors(levels),
+            semantic=self.semantic(levels[0]) if with_semantic else None,
+        )
+
+    def forward(self, images: list[Tensor], targets: list[dict[str, Any]]) -> dict[str, Tensor]:
+        """Named losses ``loss_cls``, ``loss_box``, ``loss_mask``, ``loss_semantic`` for a batch.
+
+        Args:
+            images: B float ``[3, H, W]`` in [0, 1]; targets: B target dicts (boxes in pixels of
+                their image, masks ``[N, H, W]``), N may be 0.
+        """
+        raw = self._network(images, with_semantic=True)
+        proto_hw = tuple(raw.protos.shape[1:3])
+        sem_hw = tuple(raw.semantic.shape[-2:])
+        prepared = [prepare_target(t, (int(im.shape[-2]), int(im.shape[-1])), proto_hw, sem_hw,
+                                   self.num_classes, raw.protos.device) for im, t in zip(images, targets)]
+        return yolact_losses(raw, prepared, self.loss_settings)
+
+    def run_model(self, images: list[Tensor]) -> RawOutput:
+        """Network outputs with class probabilities (softmax) in ``logits``' place; see :class:`RawOutput`."""
+        raw = self._network(images, with_semantic=False)
+        raw.logits = raw.logits.softmax(dim=-1)
+        return raw
+
+    # ------------------------------------------------------------------ inference
+    def postprocess(self, raw: RawOutput, sizes: list[tuple[int, int]]) -> list[InstancePred]:
+        """Decode, Fast NMS, assemble masks, paste at each ``(H, W)`` in ``sizes``."""
+        boxes = decode(raw.deltas, raw.anchors)  # [B, A, 4] relative
+        return [self._detect_one(boxes[b], raw.logits[b], raw.coefs[b], raw.protos[b], sizes[b])
+                for b in range(len(sizes))]
+
+    def _detect_one(self, boxes: Tensor, probs: Tensor, coefs: Tensor, protos: Tensor,
+                    size: tuple[int, int]) -> InstancePred:
+        """One image: boxes ``[A, 4]``, probs ``[A, C+1]``, coefs ``[A, k]``, protos ``[hp, wp, k]``."""
+        cfg = self.cfg
+        h, w = size
+        fg = probs[:, 1:]
+        cand = (fg.max(dim=1).values > cfg.score_threshold).nonzero().squeeze(1)
+        if cand.numel() == 0:
+            return InstancePred.empty(h, w).to(boxes.device)
+        keep, classes, scores = fast_nms(boxes[cand], fg[cand].t(), cfg.nms_iou, cfg.nms_top_k,
+                                         cfg.score_threshold, cfg.max_detections)
+        if keep.numel() == 0:
+            return InstancePred.empty(h, w).to(boxes.device)
+        det_boxes = boxes[cand[keep]]
+        masks = torch.sigmoid(protos @ coefs[cand[keep]].t())  # [hp, wp, D]
+        masks = crop(masks, det_boxes).permute(2, 0, 1).contiguous()  # [D, hp, wp]; contiguous for a fast upsample
+        masks = F.interpolate(masks[None], size=(h, w), mode="bilinear", align_corners=False)[0]
+        scale = det_boxes.new_tensor([w, h, w, h])
+        return InstancePred(
+            boxes=(det_boxes * scale).clamp(min=0).minimum(scale).float(),
+            labels=classes + 1,
+            scores=scores.float(),
+            masks=masks.gt(cfg.mask_threshold),
+        )
+
+    # ------------------------------------------------------------------ training support
+    def param_groups(self) -> dict[str, list[nn.Parameter]]:
+        """Backbone stages by stride (stem, stage2..stage5) and ``heads`` (FPN, protonet, head, semantic)."""
+        groups = self.backbone.stage_groups()
+        groups["heads"] = [p for part in (self.fpn, self.protonet, self.head, self.semantic) for p in part.parameters()]
+        return groups
+
+    def adapt_pretrained(self, state: dict[str, Tensor]) -> dict[str, Tensor]:
+        """Map a torchvision ResNet or timm state dict onto ``backbone.*``; own keys pass unchanged.
+
+        torchvision keys (``layer1.0.conv1.weight``) live under ``backbone.``; a timm model's under
+        ``backbone.body.``. Keys with no counterpart (the classifier) are dropped.
+        """
+        own = set(self.state_dict())
+        prefix = "backbone.body." if self.cfg.backbone.startswith("timm:") else "backbone."
+        out = {}
+        for key, value in state.items():
+            if key in own:
+                out[key] = value
+            elif prefix + key in own:
+                out[prefix + key] = value
+        return out

@@ -1,0 +1,131 @@
+"""Harness overhead: a training step through zoo's Trainer vs a bare hand-written loop.
+
+Same model, same batch, same optimizer; the dataset is held in memory so that both sides pay
+nothing for reading images. Also reports how fast the real data loader (JPEG + RLE decoding,
+augmentation) delivers images compared with how fast the model consumes them.
+
+    python benchmarks/bench_harness.py --adapter maskrcnn --size 128 --steps 10 --repeats 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import adapters  # noqa: E402,F401
+from zoo.config import DataConfig  # noqa: E402
+from zoo.data.dataset import open_dataset  # noqa: E402
+from zoo.train import distributed as D  # noqa: E402
+from zoo.train.api import load_train_config  # noqa: E402
+from zoo.train.loader import EpochSampler, TrainView, collate, make_loader  # noqa: E402
+from zoo.train.loop import Trainer  # noqa: E402
+from zoo.transforms import to_model_input  # noqa: E402
+
+
+class InMemory(torch.utils.data.Dataset):
+    """The first ``n`` samples of a dataset, decoded once."""
+
+    def __init__(self, dataset, n: int) -> None:
+        self.items = [dataset[i] for i in range(n)]
+        self.categories = dataset.categories
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int):
+        return self.items[i]
+
+
+def bare_loop(adapter, batch, steps: int, lr: float, clip: float | None) -> float:
+    """Seconds per step of the plainest correct loop."""
+    params = [p for p in adapter.parameters() if p.requires_grad]
+    opt = torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=1e-4)
+    images, targets = batch
+    adapter.train()
+    times = []
+    for _ in range(steps):
+        t0 = time.perf_counter()
+        losses = adapter(images, targets)
+        sum(losses.values()).backward()
+        if clip is not None:
+            torch.nn.utils.clip_grad_norm_(params, clip)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def harness_steps(cfg, adapter, data, steps: int, out: Path) -> float:
+    """Seconds per step inside the Trainer (between step hooks, validation excluded)."""
+    stamps: list[float] = []
+
+    def hook(step: int, _adapter) -> bool:
+        stamps.append(time.perf_counter())
+        return step >= steps
+
+    split = {"train": list(range(len(data))), "val": []}
+    trainer = Trainer(cfg, adapter, data, split, out, torch.device("cpu"), D.DistInfo(), hook)
+    trainer.run()
+    return statistics.median([b - a for a, b in zip(stamps, stamps[1:])])
+
+
+def loader_rate(cfg, dataset, n_images: int, augment: bool) -> float:
+    view = TrainView(dataset, cfg.augment if augment else None, cfg.seed)
+    sampler = EpochSampler(list(range(len(dataset))), cfg.seed, 0, limit=n_images)
+    loader = make_loader(view, sampler, cfg.batch_size, cfg.data.workers, pin=False, seed=0)
+    t0 = time.perf_counter()
+    seen = sum(len(images) for images, _ in loader)
+    return seen / (time.perf_counter() - t0)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--adapter", default="maskrcnn")
+    ap.add_argument("--size", type=int, default=128)
+    ap.add_argument("--steps", type=int, default=10)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--data", default=None, help="dataset (default: embedded synthetic)")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    overrides = [f"data.max_size={args.size}", "log_every=1000", "eval_limit=0",
+                 f"steps_per_epoch={args.steps + 1}",
+                 'stages=[{"name": "all", "epochs": 1, "lr": 0.001, "layers": "all"}]']
+    if args.data:
+        overrides.append(f"data.source={args.data}")
+    cfg = load_train_config(args.adapter, overrides=overrides)
+    dataset = open_dataset(DataConfig(source=cfg.data.source, max_size=args.size, limit=64))
+    data = InMemory(dataset, cfg.batch_size * 4)
+    from zoo.adapter import get_adapter
+
+    torch.manual_seed(0)
+    adapter = get_adapter(args.adapter)(cfg.model, len(dataset.categories))
+    batch = collate([(to_model_input(im), t) for im, t in (data[i] for i in range(cfg.batch_size))])
+    bare, harness = [], []
+    tmp = Path(tempfile.mkdtemp(prefix="zoo-bench-harness-"))
+    for r in range(args.repeats):  # interleaved, so machine noise hits both sides alike
+        bare.append(bare_loop(adapter, batch, args.steps, 1e-3, cfg.optim.clip_grad_norm))
+        harness.append(harness_steps(cfg, adapter, data, args.steps, tmp / str(r)))
+    b, h = statistics.median(bare), statistics.median(harness)
+    model_ips = cfg.batch_size / b
+    result = {
+        "adapter": args.adapter, "size": args.size, "batch_size": cfg.batch_size, "threads": args.threads,
+        "bare_step_s": round(b, 4), "harness_step_s": round(h, 4), "overhead_pct": round(100 * (h / b - 1), 2),
+        "model_train_images_per_s": round(model_ips, 2),
+        "loader_images_per_s": round(loader_rate(cfg, dataset, 32, augment=False), 1),
+        "loader_images_per_s_augmented": round(loader_rate(cfg, dataset, 32, augment=True), 1),
+    }
+    print(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    main()

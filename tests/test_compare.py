@@ -1,0 +1,228 @@
+"""`zoo compare` as a real subprocess on a tiny dataset: the report's tables, links and numbers."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import adapters  # noqa: F401  (fills the registry)
+from zoo.adapter import available_adapters
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = ["--set", "compare.epochs=1", "--set", "steps_per_epoch=2", "--set", "batch_size=2",
+        "--set", "data.max_size=64", "--set", "data.limit=12", "--set", "eval_limit=2",
+        "--set", "compare.resamples=15", "--set", "compare.latency_iters=2", "--set", "compare.latency_warmup=1",
+        "--set", "compare.gallery=2", "--set", "device=cpu"]
+
+
+def zoo(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = dict(os.environ, ZOO_HOME=str(cwd / "zoo_home"), PYTHONPATH=str(REPO))
+    return subprocess.run([sys.executable, "-m", "cli", *args], cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=1200)
+
+
+@pytest.fixture(scope="module")
+def compared(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One tiny comparison of every registered adapter (trained for 2 steps each)."""
+    from zoo.data.synth import write_synthetic
+
+    root = tmp_path_factory.mktemp("compare")
+    data = write_synthetic(root / "tiny", n=12, size=64, seed=3)
+    proc = zoo("compare", "--data", str(data), "--out", str(root / "out"), "--report", "md", *TINY, cwd=root)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return root / "out"
+
+
+def md_tables(text: str) -> list[list[list[str]]]:
+    """Every pipe table of a Markdown text as rows of cells (header first, separator dropped)."""
+    tables, current = [], []
+    for line in text.splitlines() + [""]:
+        if line.startswith("|"):
+            cells = [c.strip().replace("\\|", "|") for c in re.split(r"(?<!\\)\|", line.strip())[1:-1]]
+            if not all(re.fullmatch(r":?-+:?", c) for c in cells):
+                current.append(cells)
+        elif current:
+            tables.append(current)
+            current = []
+    return tables
+
+
+def table_with(tables: list[list[list[str]]], first_header: str, second: str | None = None) -> list[dict[str, str]]:
+    for t in tables:
+        if t[0][0] == first_header and (second is None or t[0][1] == second):
+            return [dict(zip(t[0], row)) for row in t[1:]]
+    raise AssertionError(f"no table starting with {first_header!r}")
+
+
+def ap(value: float) -> str:
+    return "n/a" if value < 0 else f"{value:.3f}"
+
+
+def test_report_tables_equal_the_metrics_files(compared: Path) -> None:
+    text = (compared / "report.md").read_text()
+    tables = md_tables(text)
+    summary = table_with(tables, "model", "backbone")
+    names = available_adapters()
+    assert [r["model"] for r in summary] == names
+    for row in summary:
+        model_dir = compared / "models" / row["model"]
+        metrics = json.loads((model_dir / "metrics.json").read_text())
+        bench = json.loads((model_dir / "bench.json").read_text())
+        run = json.loads((compared / "runs" / row["model"] / "summary.json").read_text())
+        for col, key in (("mask AP", "AP"), ("AP50", "AP50"), ("AP75", "AP75"), ("APs", "APs"), ("APm", "APm"),
+                         ("APl", "APl")):
+            assert row[col] == ap(metrics["segm"][key]), (row["model"], col)
+        assert row["box AP"] == ap(metrics["bbox"]["AP"])
+        assert row["mIoU"] == ap(metrics["semantic"]["mIoU"])
+        assert row["latency median (ms)"] == f"{bench['ms_median']:.1f}"
+        assert row["latency p90 (ms)"] == f"{bench['ms_p90']:.1f}"
+        assert row["images/s"] == f"{bench['images_per_s']:.1f}"
+        assert row["params (M)"] == f"{bench['params'] / 1e6:.2f}"
+        assert row["train time (s)"] == f"{run['train_time_s']:.1f}"
+        assert row["device"] == "cpu" and row["input (px)"].startswith("64")
+        per_cat = {r["category"]: r for r in table_with(tables, "category", "instances")}
+        assert per_cat, "per-category table is empty"
+        for cat, cells in per_cat.items():
+            assert cells[row["model"]] == ap(metrics["per_category"][cat]["AP"])
+            assert cells["instances"] == str(metrics["per_category"][cat]["n_gt"])
+    boot = table_with(tables, "model", "mask AP")
+    assert [r["model"] for r in boot] == names
+    for r in boot:
+        metrics = json.loads((compared / "models" / r["model"] / "metrics.json").read_text())
+        assert r["mask AP"] == ap(metrics["segm"]["AP"])  # the bootstrap's point estimate is the same number
+        low, high = map(float, re.fullmatch(r"\[(.+), (.+)\]", r["95% interval"]).groups())
+        assert 0.0 <= low <= high <= 1.0
+    pairs = table_with(tables, "difference")
+    assert len(pairs) == len(names) * (len(names) - 1) // 2
+    assert all(p["real?"].startswith(("yes", "no")) for p in pairs)
+
+
+def test_every_linked_image_exists_and_is_a_png(compared: Path) -> None:
+    text = (compared / "report.md").read_text()
+    links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text)
+    assert len(links) >= 6 + 2 * len(available_adapters())
+    for link in links:
+        path = compared / link
+        assert path.is_file(), link
+        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", link
+    for name in ("ap_vs_latency.png", "per_category_ap.png", "pr_curves.png", "loss_curves.png", "gallery.png",
+                 "ap_differences.png"):
+        assert name in links
+
+
+def test_every_model_was_scored_on_the_same_validation_images(compared: Path) -> None:
+    split = json.loads((compared / "runs" / available_adapters()[0] / "split.json").read_text())
+    for name in available_adapters():
+        gt = json.loads((compared / "models" / name / "gt.json").read_text())
+        assert sorted(im["id"] for im in gt["images"]) == sorted(split["val"])
+        assert json.loads((compared / "runs" / name / "split.json").read_text())["val"] == split["val"]
+    text = (compared / "report.md").read_text()
+    assert f"{len(split['train'])} training and {len(split['val'])} validation images" in text
+    assert "seed 0" in text and "torchvision" in text and "segmentation-models-pytorch" in text
+    assert "zoo compare --data" in text  # the command line is recorded
+
+
+def test_html_report_from_existing_runs_is_self_contained(compared: Path) -> None:
+    runs = [str(compared / "runs" / n) for n in available_adapters()]
+    out = compared.parent / "html"
+    proc = zoo("compare", "--runs", runs[0], "--runs", runs[1], "--report", "html", "--out", str(out),
+               "--set", "compare.resamples=5", "--set", "compare.latency_iters=1", "--set", "compare.gallery=1",
+               cwd=compared.parent)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    page = (out / "report.html").read_text()
+    srcs = re.findall(r'<img[^>]*src="([^"]+)"', page)
+    assert srcs and all(s.startswith("data:image/png;base64,") for s in srcs)
+    assert "<table>" in page and "Are the differences real?" in page
+    assert not (out / "runs").exists()  # existing runs are compared, not retrained
+    metrics = json.loads((out / "models" / available_adapters()[0] / "metrics.json").read_text())
+    assert f"<td class=\"r\">{ap(metrics['segm']['AP'])}</td>" in page
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["nosuchmodel"], "unknown adapter 'nosuchmodel'"),
+    (["--set", "compare.resampels=3"], "did you mean 'resamples'"),
+    (["--report", "pdf"], "choose md or html"),
+    (["--runs", "does/not/exist"], "does/not/exist"),
+    (["maskrcnn", "--runs", "x"], "not both"),
+])
+def test_bad_input_is_one_line_exit_2(tmp_path: Path, args: list[str], message: str) -> None:
+    from typer.testing import CliRunner
+
+    from cli import app
+
+    result = CliRunner().invoke(app, ["compare", "--out", str(tmp_path / "out"), *args])
+    assert result.exit_code == 2, result.output
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "out" / "runs").exists()  # nothing was trained
+
+
+def test_plan_gives_every_run_the_first_runs_data_section_and_seed() -> None:
+    from zoo.compare import plan_runs
+
+    names = available_adapters()
+    cfgs, notes = plan_runs(names, data="/some/data", preset="cpu", overrides=["seed=7", "data.limit=20"], epochs=2)
+    assert [c.adapter for c in cfgs] == names
+    assert all(c.data == cfgs[0].data and c.seed == 7 for c in cfgs)
+    assert cfgs[0].data.source == "/some/data" and cfgs[0].data.limit == 20
+    assert all(s.epochs == 2 for c in cfgs for s in c.stages)
+    # A preset whose own data section differed is named in the report's notes.
+    for c in cfgs[1:]:
+        own = plan_runs([c.adapter], data="/some/data", preset="cpu", overrides=["seed=7", "data.limit=20"])[0][0]
+        assert (own.data != cfgs[0].data) == any(n.startswith(f"{c.adapter}:") for n in notes)
+
+
+def test_a_second_compare_reuses_finished_runs(compared: Path, capsys: pytest.CaptureFixture) -> None:
+    from rich.console import Console
+
+    from zoo.compare import plan_runs, split_overrides, train_or_reuse
+
+    data = compared.parent / "tiny"
+    run_overrides, settings = split_overrides([v for k, v in zip(TINY, TINY[1:]) if k == "--set"])
+    cfgs, _ = plan_runs(available_adapters(), data=str(data), preset="cpu", overrides=run_overrides,
+                        epochs=settings.epochs)
+    for cfg in cfgs:
+        run = compared / "runs" / cfg.adapter
+        before = (run / "checkpoints" / "last.pt").stat().st_mtime_ns
+        assert train_or_reuse(cfg, run, Console(stderr=True)) == run
+        assert (run / "checkpoints" / "last.pt").stat().st_mtime_ns == before  # not retrained
+    assert capsys.readouterr().err.count("reusing the finished run") == len(cfgs)
+
+
+def test_training_deadline_shares_what_is_left_of_the_budget() -> None:
+    import time
+
+    from zoo.compare import RESERVE_PER_MODEL_S, RESERVE_S, training_deadline
+
+    assert training_deadline(0.0, None, 0, 3) is None
+    start = time.perf_counter()
+    budget = 600.0
+    usable = budget - RESERVE_S - 3 * RESERVE_PER_MODEL_S
+    first = training_deadline(start, budget, 0, 3) - start
+    last = training_deadline(start, budget, 2, 3) - start
+    assert first == pytest.approx(usable / 3, abs=1.0)  # an equal share for the first model
+    assert last == pytest.approx(usable, abs=1.0)  # the last model gets everything that is left
+    assert training_deadline(start - 10_000, budget, 1, 3) <= time.perf_counter() + 1e-3  # spent: stop now
+
+
+def test_a_spent_budget_stops_training_cleanly_and_is_noted(compared: Path, tmp_path: Path) -> None:
+    import time
+
+    from rich.console import Console
+
+    from zoo.compare import _budget_note, plan_runs, split_overrides, train_or_reuse
+
+    run_overrides, _ = split_overrides([v for k, v in zip(TINY, TINY[1:]) if k == "--set"])
+    cfg = plan_runs(["unet"], data=str(compared.parent / "tiny"), preset="cpu",
+                    overrides=run_overrides + ["steps_per_epoch=6"])[0][0]
+    run = train_or_reuse(cfg, tmp_path / "unet", Console(stderr=True), deadline=time.perf_counter())
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["stopped_reason"] == "stopped by request" and summary["global_step"] == 1
+    assert (run / "checkpoints" / "last.pt").is_file()
+    assert _budget_note(cfg, run) == "unet: training stopped at the time budget after 1 steps (epoch 0 of 1)"

@@ -1,0 +1,75 @@
+"""The embedded synthetic dataset: format, determinism, and the scene properties it promises."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from zoo.config import DataConfig
+from zoo.data.dataset import open_dataset
+from zoo.data.rle import decode_runs_full, parse_kaggle_rle, run_problems
+from zoo.data.synth import write_synthetic
+from zoo.data.synth_figure import DRESS, NECKLINE, SHIRT, SLEEVE, TSHIRT
+
+
+def rows_by_image(folder: Path) -> dict[str, list[tuple[np.ndarray, int, list[int]]]]:
+    frame = pd.read_csv(folder / "train.csv", dtype=str)
+    out: dict[str, list] = {}
+    for name, rle, h, w, cid in frame.itertuples(index=False, name=None):
+        cat, *attrs = (int(v) for v in cid.split("_"))
+        starts, lengths = parse_kaggle_rle(rle)
+        assert run_problems(starts, lengths, int(h), int(w)) == []
+        out.setdefault(name, []).append((decode_runs_full(starts, lengths, int(h), int(w)).astype(bool), cat, attrs))
+    return out
+
+
+def test_layout_is_imaterialist_2019(synth_dir: Path) -> None:
+    labels = json.loads((synth_dir / "label_descriptions.json").read_text())
+    assert len(labels["categories"]) == 46 and len(labels["attributes"]) == 92
+    assert labels["categories"][23]["name"] == "shoe"
+    frame = pd.read_csv(synth_dir / "train.csv", dtype=str)
+    assert list(frame.columns) == ["ImageId", "EncodedPixels", "Height", "Width", "ClassId"]
+    assert sorted(p.name for p in (synth_dir / "train").iterdir()) == sorted(frame.ImageId.unique())
+    assert frame.ClassId.str.contains("_").any()  # attributes on some instances
+
+
+def test_deterministic_by_seed_and_prefix_stable(synth_dir: Path, tmp_path: Path) -> None:
+    again = write_synthetic(tmp_path / "again", n=5, size=128, seed=0)
+    other = write_synthetic(tmp_path / "other", n=5, size=128, seed=1)
+    first_five = pd.read_csv(synth_dir / "train.csv", dtype=str)
+    first_five = first_five[first_five.ImageId.isin(sorted(first_five.ImageId.unique())[:5])]
+    assert pd.read_csv(again / "train.csv", dtype=str).equals(first_five.reset_index(drop=True))
+    name = sorted((again / "train").iterdir())[0].name
+    assert (again / "train" / name).read_bytes() == (synth_dir / "train" / name).read_bytes()
+    assert not pd.read_csv(other / "train.csv", dtype=str).EncodedPixels.equals(
+        pd.read_csv(again / "train.csv", dtype=str).EncodedPixels)
+
+
+def test_scenes_have_garments_parts_occlusion_and_varied_sizes(synth_dir: Path) -> None:
+    images = rows_by_image(synth_dir)
+    categories = Counter(cat for rows in images.values() for _, cat, _ in rows)
+    assert {TSHIRT, SHIRT, DRESS, 6, 8, 23, 24, 14, 13, SLEEVE, NECKLINE} <= set(categories)
+    assert len(categories) <= 13  # a small vocabulary a CPU model can learn
+    part_inside, areas, overlaps = [], [], 0
+    for rows in images.values():
+        garments = [(m, c) for m, c, _ in rows if c in (TSHIRT, SHIRT, DRESS)]
+        for mask, cat, _ in rows:
+            areas.append(mask.mean())
+            if cat in (SLEEVE, NECKLINE) and garments:
+                part_inside.append(max((mask & g).sum() for g, _ in garments) / mask.sum())
+        whole = [m for m, c, _ in rows if c not in (SLEEVE, NECKLINE, 32)]
+        overlaps += sum(int((a & b).sum()) for i, a in enumerate(whole) for b in whole[i + 1:])
+    assert np.median(part_inside) > 0.6  # parts overlap their garment
+    assert overlaps == 0  # garments and accessories show their visible pixels only (occlusion)
+    assert min(areas) < 0.002 and max(areas) > 0.05  # small to large instances
+
+
+def test_synthetic_images_are_not_blank_and_dataset_reads_them(synth_dir: Path) -> None:
+    ds = open_dataset(DataConfig(source=str(synth_dir), max_size=64, limit=3))
+    for i in range(3):
+        image, target = ds[i]
+        assert image.shape == (3, 64, 64) and image.float().std() > 10 and len(target["labels"]) > 0

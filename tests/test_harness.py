@@ -1,0 +1,234 @@
+"""The training harness: exact resume, kill -9 recovery, DDP on gloo, NaN guard, staged freezing."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from zoo.adapter import available_adapters
+from zoo.config import ConfigError
+from zoo.train.api import load_train_config, train
+from zoo.train.checkpoint import load_weights_only
+from zoo.train.loop import TrainingDiverged
+
+REPO = Path(__file__).resolve().parents[1]
+# The cheapest registered adapter on a CPU drives the harness tests; the harness never branches on it.
+HARNESS_ADAPTER = "unet"
+
+
+def tiny_overrides(data: Path, **extra: object) -> list[str]:
+    base = {
+        "data.source": str(data), "data.max_size": 64, "data.limit": 10, "batch_size": 2,
+        "steps_per_epoch": 2, "eval_limit": 2, "seed": 0, "log_every": 1, "data.workers": 0,
+        "stages": [{"name": "heads", "epochs": 1, "lr": 0.01, "layers": "heads", "augment": False},
+                   {"name": "all", "epochs": 1, "lr": 0.005, "layers": "all", "augment": True}],
+    }
+    base.update(extra)
+    return [f"{k}={json.dumps(v)}" for k, v in base.items()]
+
+
+def tiny_cfg(data: Path, adapter: str = HARNESS_ADAPTER, **extra: object):
+    return load_train_config(adapter, overrides=tiny_overrides(data, **extra))
+
+
+def weights(run: Path, name: str = "last") -> dict[str, torch.Tensor]:
+    return load_weights_only(run / "checkpoints" / f"{name}.pt")["model"]
+
+
+@pytest.mark.parametrize("stop_at", [1, 3])  # mid-epoch in stage 1; inside stage 2 (with augmentation)
+def test_interrupted_then_resumed_equals_uninterrupted(synth_dir, tmp_path, stop_at):
+    cfg = tiny_cfg(synth_dir)
+    train(cfg, tmp_path / "straight")
+    train(cfg, tmp_path / "resumed", on_step=lambda step, adapter: step == stop_at)
+    state = load_weights_only(tmp_path / "resumed" / "checkpoints" / "last.pt")["state"]
+    assert state["global_step"] == stop_at
+    train(cfg, tmp_path / "resumed", resume=True)
+    a, b = weights(tmp_path / "straight"), weights(tmp_path / "resumed")
+    assert a.keys() == b.keys()
+    different = [k for k in a if not torch.equal(a[k], b[k])]
+    assert not different, f"resumed weights differ in {different[:5]}"
+    summary = json.loads((tmp_path / "resumed" / "summary.json").read_text())
+    assert summary["global_step"] == 4 and summary["stopped_reason"] == "completed"
+    steps = [line.split(",")[3] for line in (tmp_path / "resumed" / "metrics.csv").read_text().splitlines()[1:]
+             if line.startswith("step")]
+    assert steps == ["1", "2", "3", "4"], "metrics.csv must hold each step once after a resume"
+
+
+def test_staged_training_freezes_what_it_says(synth_dir, tmp_path):
+    cfg = tiny_cfg(synth_dir, stages=[{"name": "heads", "epochs": 1, "lr": 0.05, "layers": "heads"}])
+    from zoo.build import build_adapter
+
+    torch.manual_seed(cfg.seed)
+    fresh = build_adapter(cfg.adapter, num_classes=46).state_dict()
+    run = train(cfg, tmp_path / "run")
+    after = weights(run)
+    from zoo.adapter import get_adapter
+
+    adapter = get_adapter(cfg.adapter)(cfg.model, 46)
+    names = {id(p): n for n, p in adapter.named_parameters()}
+    groups = {g: [names[id(p)] for p in ps] for g, ps in adapter.param_groups().items()}
+    frozen = [n for g, ns in groups.items() if g != "heads" for n in ns]
+    assert frozen and all(torch.equal(fresh[n], after[n]) for n in frozen), "a frozen parameter changed"
+    assert any(not torch.equal(fresh[n], after[n]) for n in groups["heads"]), "no head parameter learned"
+
+
+def test_nan_loss_stops_with_a_clear_message_and_keeps_last_good_checkpoint(synth_dir, tmp_path):
+    cfg = tiny_cfg(synth_dir, checkpoint_every=1)
+
+    def poison(step: int, adapter) -> bool:
+        if step == 1:  # after the first step's checkpoint, make the next forward pass NaN
+            with torch.no_grad():
+                adapter.param_groups()["heads"][0].fill_(float("nan"))
+        return False
+
+    with pytest.raises(TrainingDiverged, match=r"not finite at step 2.*last\.pt"):
+        train(cfg, tmp_path / "run", on_step=poison)
+    ckpt = load_weights_only(tmp_path / "run" / "checkpoints" / "last.pt")
+    assert ckpt["state"]["global_step"] == 1
+    assert all(torch.isfinite(v).all() for v in ckpt["model"].values() if v.is_floating_point())
+
+
+def test_unknown_config_key_is_an_error_with_a_hint(synth_dir):
+    with pytest.raises(ConfigError, match=r"optim\.momentun.*did you mean 'momentum'"):
+        load_train_config(HARNESS_ADAPTER, overrides=["optim.momentun=0.5"])
+
+
+def _zoo(*args: str, **kw) -> subprocess.Popen:
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    return subprocess.Popen([sys.executable, "-m", "cli", *args], cwd=REPO, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
+
+
+def test_cli_bad_config_key_is_one_line(synth_dir):
+    p = _zoo("train", HARNESS_ADAPTER, "--set", "optim.momentun=0.5")
+    out, err = p.communicate(timeout=120)
+    assert p.returncode == 2
+    assert "did you mean 'momentum'" in err and "Traceback" not in err
+
+
+def test_kill_minus_9_mid_epoch_then_resume_completes(synth_dir, tmp_path):
+    run = tmp_path / "run"
+    args = ["train", HARNESS_ADAPTER, "--out", str(run)]
+    for item in tiny_overrides(synth_dir, steps_per_epoch=6, checkpoint_every=1, eval_limit=1):
+        args += ["--set", item]
+    proc = _zoo(*args)
+    deadline = time.time() + 240
+    last = run / "checkpoints" / "last.pt"
+    while time.time() < deadline and proc.poll() is None:
+        if last.exists() and load_weights_only(last)["state"]["global_step"] >= 2:
+            break
+        time.sleep(0.2)
+    assert proc.poll() is None, f"training ended before it could be killed: {proc.communicate()[1][-500:]}"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    killed_at = load_weights_only(last)["state"]["global_step"]
+    assert 2 <= killed_at < 12
+    p = _zoo("train", HARNESS_ADAPTER, "--out", str(run), "--resume")
+    out, err = p.communicate(timeout=400)
+    assert p.returncode == 0, err[-2000:]
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["global_step"] == 12 and summary["stopped_reason"] == "completed"
+
+
+def test_two_process_gloo_run_completes_and_only_rank0_writes(synth_dir, tmp_path):
+    run = tmp_path / "ddp"
+    args = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29533",
+            "cli.py", "train", HARNESS_ADAPTER, "--out", str(run)]
+    for item in tiny_overrides(synth_dir, eval_limit=1):
+        args += ["--set", item]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    p = subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True, timeout=400)
+    assert p.returncode == 0, p.stderr[-3000:]
+    files = sorted(str(f.relative_to(run)) for f in run.rglob("*") if f.is_file())
+    assert "summary.json" in files and "checkpoints/last.pt" in files
+    assert not [f for f in files if f.startswith(".") or "/." in f], f"stray temp files: {files}"
+    rows = [r for r in (run / "metrics.csv").read_text().splitlines()[1:] if r.startswith("step")]
+    steps = [r.split(",")[3] for r in rows]
+    assert steps == sorted(set(steps), key=int), f"a step row was written twice (two writers?): {steps}"
+    assert p.stderr.count("validation:") == 2, "only rank 0 reports validation (one line per epoch)"
+
+
+def test_augmentation_keeps_masks_and_boxes_aligned(synth_dir):
+    from torchvision.ops import masks_to_boxes
+
+    from zoo.config import AugmentConfig, DataConfig
+    from zoo.data.dataset import open_dataset
+    from zoo.transforms import augment_sample, build_augmentation, to_model_input
+
+    ds = open_dataset(DataConfig(source=str(synth_dir), max_size=128, limit=4))
+    geometric = AugmentConfig(blur_sigma=0.0, contrast=(1.0, 1.0), brightness=(1.0, 1.0), noise_std=0.0)
+    pipeline = build_augmentation(geometric)
+    torch.manual_seed(0)
+    checked = 0
+    for i in range(len(ds)):
+        _, target = ds[i]
+        if len(target["labels"]) == 0:
+            continue
+        # Paint each instance's pixels with a colour keyed to its index: after the warp, every
+        # mask pixel must still carry its own instance's colour (image and masks moved together).
+        m = target["masks"].bool()
+        image = torch.zeros(3, *m.shape[-2:])
+        k = int(m.shape[0])
+        order = torch.arange(k, dtype=torch.float32) + 1
+        for j in range(k):
+            image[0][m[j]] = order[j] / (k + 1)
+        for _ in range(3):
+            aug_image, aug = augment_sample(image.clone(), target, pipeline)
+            masks = aug["masks"].bool()
+            assert len(aug["labels"]) == masks.shape[0] == aug["boxes"].shape[0] == len(aug["attributes"])
+            if masks.shape[0]:
+                assert masks.flatten(1).any(1).all(), "an empty instance survived"
+                tight = masks_to_boxes(masks) + torch.tensor([0, 0, 1, 1])
+                assert torch.allclose(aug["boxes"].as_subclass(torch.Tensor), tight)
+                topmost = masks.float().sum(0) == 1  # pixels covered by exactly one instance
+                inside = aug_image[0][topmost]
+                assert (inside > 0).float().mean() > 0.9, "image and masks no longer overlap"
+            checked += 1
+    assert checked >= 3
+
+
+def test_ctrl_c_saves_and_exits_cleanly(synth_dir, tmp_path):
+    run = tmp_path / "run"
+    args = ["train", HARNESS_ADAPTER, "--out", str(run)]
+    for item in tiny_overrides(synth_dir, steps_per_epoch=200):
+        args += ["--set", item]
+    proc = _zoo(*args)
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None and not (run / "metrics.csv").exists():
+        time.sleep(0.2)
+    assert proc.poll() is None, proc.communicate()[1][-800:]
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err[-1500:]
+    assert "Traceback" not in err
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["stopped_reason"] == "interrupted" and 1 <= summary["global_step"] < 200
+    ckpt = load_weights_only(run / "checkpoints" / "last.pt")
+    assert ckpt["state"]["global_step"] == summary["global_step"]
+
+
+def test_pretrained_transfer_skips_mismatched_head_layers(synth_dir, tmp_path):
+    from zoo.build import build_adapter
+
+    other = build_adapter(HARNESS_ADAPTER, num_classes=3)  # a model trained on another class count
+    weights_file = tmp_path / "other.pt"
+    torch.save(other.state_dict(), weights_file)
+    cfg = tiny_cfg(synth_dir, pretrained=str(weights_file),
+                   stages=[{"name": "heads", "epochs": 1, "lr": 0.0, "layers": "heads"}], steps_per_epoch=1)
+    run = train(cfg, tmp_path / "run")
+    notes = json.loads((run / "notes.json").read_text())["pretrained"]
+    assert notes["shape_mismatch"], "the class-specific layers must be reported as skipped"
+    assert notes["loaded"] > 0
+    after = weights(run)
+    mismatched = {entry.split()[0] for entry in notes["shape_mismatch"]}
+    same = [k for k, v in other.state_dict().items() if k not in mismatched and v.is_floating_point()
+            and "running" not in k and "num_batches" not in k]
+    assert all(torch.equal(after[k], other.state_dict()[k]) for k in same[:20] if k in after)

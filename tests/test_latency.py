@@ -1,0 +1,146 @@
+"""The latency protocol: phase attribution, bookkeeping, every registered adapter, `zoo bench`."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from torch import Tensor, nn
+from typer.testing import CliRunner
+
+import adapters  # noqa: F401  (fills the registry)
+from cli import app
+from zoo.adapter import Adapter, available_adapters
+from zoo.build import build_adapter
+from zoo.errors import UserError
+from zoo.latency import bench_settings, load_target, make_photos, measure_latency, preprocess
+from zoo.types import InstancePred
+
+KEYS = {"images_per_s", "ms_median", "ms_p90", "ms_mean", "preprocess_ms", "model_ms", "postprocess_ms",
+        "peak_mem_mb", "peak_mem_kind", "device", "device_name", "threads", "size", "batch_size", "params",
+        "backbone", "adapter", "amp", "iters", "warmup"}
+
+
+class SlowPaste(Adapter):
+    """A 1x1 conv whose postprocess waits 30 ms per batch: the wait must land in postprocess_ms."""
+
+    config_cls = dict
+    name = "slow-paste"
+
+    def __init__(self) -> None:
+        super().__init__({"backbone": "conv1x1"}, num_classes=2)
+        self.conv = nn.Conv2d(3, 2, 1)
+
+    def forward(self, images: list[Tensor], targets: list[dict]) -> dict[str, Tensor]:
+        return {"zero": self.conv.weight.sum() * 0}
+
+    def run_model(self, images: list[Tensor]) -> Tensor:
+        return self.conv(torch.stack(images))
+
+    def postprocess(self, raw: Tensor, sizes: list[tuple[int, int]]) -> list[InstancePred]:
+        time.sleep(0.03)
+        return [InstancePred.empty(h, w) for h, w in sizes]
+
+    def param_groups(self) -> dict[str, list[nn.Parameter]]:
+        return {"heads": list(self.parameters())}
+
+
+def test_photos_and_preprocess_follow_the_user_path() -> None:
+    photos = make_photos(2, 48)
+    assert photos[0].shape == (48, 48, 3) and photos[0].dtype.name == "uint8"
+    images = preprocess(photos, torch.device("cpu"))
+    assert images[0].shape == (3, 48, 48) and images[0].dtype == torch.float32
+    assert 0.0 <= float(images[0].min()) and float(images[0].max()) <= 1.0
+    assert torch.equal(images[1][:, 5, 7], torch.from_numpy(photos[1][5, 7]).float() / 255)
+
+
+def test_phases_are_timed_apart_and_bookkept() -> None:
+    before = torch.get_num_threads()
+    r = measure_latency(SlowPaste(), size=32, batch_size=2, iters=3, warmup=1, threads=1)
+    assert KEYS <= set(r)
+    assert r["threads"] == 1 and torch.get_num_threads() == before
+    assert r["postprocess_ms"] >= 14.0  # 30 ms per batch of 2
+    assert r["model_ms"] < r["postprocess_ms"]
+    assert r["ms_median"] == pytest.approx(r["preprocess_ms"] + r["model_ms"] + r["postprocess_ms"], rel=0.3)
+    assert r["ms_p90"] >= r["ms_median"] > 0
+    assert r["images_per_s"] == pytest.approx(1000.0 / r["ms_mean"], rel=1e-6)
+    assert r["params"] == 3 * 2 + 2 and r["backbone"] is None and r["batch_size"] == 2
+    assert r["peak_mem_mb"] > 10 and r["device"] == "cpu"
+
+
+def test_bad_settings_are_user_errors() -> None:
+    with pytest.raises(UserError, match="amp"):
+        measure_latency(SlowPaste(), amp="int8", size=16, iters=1)
+    if torch.cuda.is_available():
+        r = measure_latency(SlowPaste(), device="cuda", amp="bf16", size=32, iters=2, warmup=1)
+        assert r["peak_mem_kind"] == "cuda_max_allocated" and r["device"] == "cuda"
+    else:
+        with pytest.raises(UserError, match="CUDA is not available"):
+            measure_latency(SlowPaste(), device="cuda", size=16, iters=1)
+        with pytest.raises(UserError, match="CUDA only"):
+            measure_latency(SlowPaste(), amp="bf16", size=16, iters=1)
+    with pytest.raises(UserError, match="iters"):
+        measure_latency(SlowPaste(), size=16, iters=0)
+
+
+def test_bench_settings_cover_batch_one_and_n_fp32_and_amp() -> None:
+    assert bench_settings(1, "none") == [(1, "none")]
+    assert bench_settings(4, "bf16") == [(1, "none"), (4, "none"), (1, "bf16"), (4, "bf16")]
+
+
+@pytest.mark.parametrize("name", available_adapters())
+def test_every_adapter_is_timed(name: str) -> None:
+    torch.manual_seed(0)
+    adapter = build_adapter(name)
+    r = measure_latency(adapter, size=64, batch_size=2, iters=2, warmup=1, threads=2)
+    assert KEYS <= set(r)
+    assert r["adapter"] == name and r["params"] == sum(p.numel() for p in adapter.parameters())
+    assert isinstance(r["backbone"], str) and r["size"] == 64
+    assert min(r["preprocess_ms"], r["model_ms"], r["postprocess_ms"]) >= 0 and r["model_ms"] > 0
+    assert r["images_per_s"] > 0 and r["ms_p90"] >= r["ms_median"]
+    assert not adapter.training
+
+
+@pytest.mark.parametrize("name", available_adapters()[:1])
+def test_bench_cli_subprocess_writes_json(name: str, tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    proc = subprocess.run([sys.executable, "-m", "cli", "bench", name, "--size", "64", "--iters", "2",
+                           "--warmup", "1", "--batch-size", "2", "--threads", "1", "--out", str(out)],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "img/s" in proc.stdout
+    r = json.loads(out.read_text())
+    assert {"images_per_s", "ms_median", "ms_p90", "peak_mem_mb", "device", "backbone", "size", "batch_size"} <= set(r)
+    assert r["batch_size"] == 2 and r["threads"] == 1
+    assert [(s["batch_size"], s["amp"]) for s in r["settings"]] == [(1, "none"), (2, "none")]
+
+
+def test_bench_targets_and_backbone_override() -> None:
+    bad = CliRunner().invoke(app, ["bench", "no-such-model", "--size", "32", "--iters", "1"])
+    assert bad.exit_code == 2 and "registered:" in bad.stderr
+    if "maskrcnn" in available_adapters():
+        assert load_target("maskrcnn", backbone="resnet34").cfg.backbone == "resnet34"
+    if "unet" in available_adapters():  # smp names its backbone "encoder"
+        assert load_target("unet", backbone="resnet34").cfg.encoder == "resnet34"
+
+
+def test_bench_a_trained_run_folder(tmp_path: Path) -> None:
+    from zoo.data.synth import write_synthetic
+    from zoo.train.api import load_train_config, train
+
+    write_synthetic(tmp_path / "synth", n=4, size=64, seed=0)
+    cfg = load_train_config("unet", overrides=[f"data.source={tmp_path / 'synth'}", "data.max_size=64",
+                                               "stages=[{epochs: 1}]", "steps_per_epoch=1", "batch_size=2",
+                                               "device=cpu", "eval_limit=1"])
+    run = train(cfg, tmp_path / "run")
+    result = CliRunner().invoke(app, ["bench", str(run), "--size", "64", "--iters", "2", "--warmup", "1",
+                                      "--out", str(tmp_path / "b.json")])
+    assert result.exit_code == 0, result.output[-2000:]
+    assert json.loads((tmp_path / "b.json").read_text())["adapter"] == "unet"
+    with pytest.raises(UserError, match="backbone applies to adapter names"):
+        load_target(str(run), backbone="resnet34")

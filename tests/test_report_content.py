@@ -1,0 +1,92 @@
+"""What the report says: the verdict lines, the summary row, the per-category and bootstrap tables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from zoo.report.bootstrap import BootstrapResult, Interval
+from zoo.report.collect import ModelResult
+from zoo.report.content import bootstrap_tables, fmt_ap, per_category_table, summary_row, verdict
+
+
+def result(name: str, ap: float, ap50: float, ms: float, per_cat: dict[str, tuple[int, float]] | None = None,
+           model: dict | None = None) -> ModelResult:
+    segm = {"AP": ap, "AP50": ap50, "AP75": ap / 2, "APs": -1.0, "APm": ap, "APl": ap}
+    metrics = {"segm": segm, "bbox": {"AP": ap + 0.01}, "semantic": {"mIoU": 0.5},
+               "per_category": {c: {"n_gt": n, "AP": v} for c, (n, v) in (per_cat or {}).items()}}
+    bench = {"ms_median": ms, "ms_p90": ms * 1.2, "images_per_s": 1000 / ms, "peak_mem_mb": 812.4,
+             "device": "cpu", "params": 12_345_678, "backbone": "resnet18"}
+    config = {"adapter": name, "data": {"max_size": 256}, "model": model or {}}
+    return ModelResult(name, Path(name), Path(name), config, {"train_time_s": 61.26}, metrics, bench)
+
+
+def test_summary_row_formats_every_number_from_the_files() -> None:
+    row = summary_row(result("yolact", 0.31234, 0.5, 120.04, model={"input_size": 192}))
+    assert row == ("yolact", "resnet18", "256 (net 192)", "12.35", "61.3", "0.312", "0.500", "0.156", "n/a",
+                   "0.312", "0.312", "0.322", "0.500", "120.0", "144.0", "8.3", "812", "cpu")
+
+
+def test_verdict_names_best_fastest_front_and_models_that_did_not_learn() -> None:
+    rs = [result("maskrcnn", 0.30, 0.55, 400.0), result("yolact", 0.20, 0.40, 150.0),
+          result("unet", 0.0, 0.0, 200.0)]
+    lines = verdict(rs, None)
+    assert lines[0].startswith("Most accurate: **maskrcnn** (mask AP 0.300")
+    assert lines[1].startswith("Fastest: **yolact** (150.0 ms")
+    assert lines[2] == "On the accuracy/latency Pareto front: **yolact**, **maskrcnn**."
+    assert "Did not learn" in lines[3] and "**unet** (0.000)" in lines[3] and "maskrcnn" not in lines[3]
+
+
+def test_verdict_reports_ties_and_real_differences() -> None:
+    rs = [result("a", 0.25, 0.5, 10.0), result("b", 0.25, 0.5, 20.0)]
+    boot = BootstrapResult(("segm", "AP"), 50, 100, 0.95)
+    boot.differences = {("a", "b"): Interval(0.0, -0.02, 0.02), ("b", "a"): Interval(0.0, -0.02, 0.02)}
+    lines = verdict(rs, boot)
+    assert lines[0].startswith("Most accurate: a tie between **a**, **b**")
+    assert lines[-1].startswith("No difference in mask AP is real")
+    boot.differences = {("a", "b"): Interval(0.05, 0.01, 0.09), ("b", "a"): Interval(-0.05, -0.09, -0.01)}
+    assert verdict(rs, boot)[-1] == ("Real differences in mask AP (95% bootstrap interval excludes 0): "
+                                     "a > b by 0.050 [0.010, 0.090].")
+
+
+def test_bootstrap_and_per_category_tables() -> None:
+    rs = [result("a", 0.3, 0.5, 10.0, {"shoe": (9, 0.4), "hat": (2, 0.1), "bag": (0, -1.0)}),
+          result("b", 0.2, 0.4, 20.0, {"shoe": (9, 0.2), "hat": (2, -1.0)})]
+    table = per_category_table(rs)
+    assert table.headers == ("category", "instances", "a", "b")
+    assert table.rows == (("shoe", "9", "0.400", "0.200"), ("hat", "2", "0.100", "n/a"))  # most frequent first
+    boot = BootstrapResult(("segm", "AP"), 50, 100, 0.95, samples={"a": np.zeros(1), "b": np.zeros(1)})
+    boot.models = {"a": Interval(0.3, 0.25, 0.36), "b": Interval(0.2, 0.15, 0.26)}
+    boot.differences = {("a", "b"): Interval(0.1, -0.01, 0.2)}
+    text, per_model, pairs = bootstrap_tables(rs, boot)
+    assert "100 times" in text.text and "50 images" in text.text
+    assert per_model.rows == (("a", "0.300", "[0.250, 0.360]"), ("b", "0.200", "[0.150, 0.260]"))
+    assert pairs.rows == (("a - b", "+0.100", "[-0.010, 0.200]", "no (interval includes 0)"),)
+    assert fmt_ap(-1) == "n/a" and fmt_ap(None) == "n/a" and fmt_ap(0.12345) == "0.123"
+
+
+def test_gallery_images_are_spread_over_images_with_ground_truth() -> None:
+    from zoo.report.write import gallery_image_ids
+
+    gt = {"annotations": [{"image_id": i} for i in (3, 5, 5, 8, 13, 21, 34)]}
+    assert gallery_image_ids(gt, 3) == [3, 8, 34]  # first, middle, last of 6 distinct images
+    assert gallery_image_ids(gt, 10) == [3, 5, 8, 13, 21, 34]
+    assert gallery_image_ids(gt, 0) == [] and gallery_image_ids({"annotations": []}, 4) == []
+
+
+def test_models_scored_on_different_images_are_refused(tmp_path: Path) -> None:
+    import json
+
+    import pytest
+
+    from zoo.errors import UserError
+    from zoo.report.write import shared_ground_truth
+
+    rs = []
+    for name, ids in (("a", [1, 2]), ("b", [1, 3])):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "gt.json").write_text(json.dumps({"images": [{"id": i} for i in ids], "annotations": []}))
+        rs.append(ModelResult(name, tmp_path, tmp_path / name, {}, {}, {}, {}))
+    with pytest.raises(UserError, match="scored on other images than a"):
+        shared_ground_truth(rs)

@@ -1,0 +1,264 @@
+"""The one latency protocol every model is timed with (`zoo bench`, the comparison report).
+
+Per iteration, a batch of B photos goes through what a user's photo goes through, each phase
+timed apart (with ``torch.cuda.synchronize()`` at each boundary on CUDA, so GPU work is counted
+where it happens):
+
+1. **preprocess**: uint8 ``[H, W, 3]`` numpy photo -> float32 ``[3, H, W]`` in ``[0, 1]`` on the device;
+2. **model**: ``adapter.run_model(images)``;
+3. **postprocess**: ``adapter.postprocess(raw, sizes)``: decoding, mask pasting to image size,
+   thresholding.
+
+``warmup`` iterations run first (cuDNN autotuning, allocator growth, lazy init) and are not
+counted. Reported: median and p90 milliseconds *per image* (iteration time / B), images/s
+(B x iterations / total time), per-phase medians, peak memory (CUDA: ``max_memory_allocated``;
+CPU: the process's peak resident set during the timed iterations), device name, torch threads
+(set explicitly on CPU), input size, parameter count, backbone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import platform
+import resource
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from zoo.adapter import Adapter
+from zoo.errors import UserError
+
+AMP_DTYPES: dict[str, torch.dtype | None] = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def default_threads() -> int:
+    """CPU cores this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def resolve_device(device: str) -> torch.device:
+    """``cpu``, ``cuda`` or ``cuda:N``; CUDA without a GPU is a UserError."""
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise UserError(f"unknown device {device!r}; use cpu, cuda or cuda:N") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"device {device!r} requested but CUDA is not available on this machine")
+    if dev.type not in ("cpu", "cuda"):
+        raise UserError(f"unsupported device {device!r}; use cpu, cuda or cuda:N")
+    return dev
+
+
+def device_name(dev: torch.device) -> str:
+    if dev.type == "cuda":
+        return torch.cuda.get_device_name(dev)
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
+def backbone_of(adapter: Adapter) -> str | None:
+    value = getattr(adapter.cfg, adapter.backbone_option, None)
+    return None if value is None else str(value)
+
+
+def make_photos(n: int, size: int, seed: int = 0) -> list[np.ndarray]:
+    """``n`` uint8 ``[size, size, 3]`` photos (what a decoded JPEG is): smooth colour fields plus
+    noise, so that models with data-dependent postprocessing see some structure."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:size, 0:size] / max(size - 1, 1)
+    photos = []
+    for _ in range(n):
+        base = np.stack([np.sin(6 * xx * rng.uniform(0.5, 2) + c) for c in range(3)], axis=-1)
+        photo = 127 + 80 * base + rng.normal(0, 20, size=(size, size, 3)) + 40 * (yy[..., None] > 0.5)
+        photos.append(np.clip(photo, 0, 255).astype(np.uint8))
+    return photos
+
+
+def preprocess(photos: list[np.ndarray], device: torch.device) -> list[Tensor]:
+    """uint8 ``[H, W, 3]`` photos -> float32 ``[3, H, W]`` in ``[0, 1]`` on ``device``."""
+    # The uint8 copy is what crosses the bus: a quarter of the float32 bytes.
+    return [torch.from_numpy(p).to(device).permute(2, 0, 1).float().div_(255.0) for p in photos]
+
+
+class _PeakMemory:
+    """Peak memory of the timed region: CUDA allocator peak, or the process's resident-set peak."""
+
+    def __init__(self, dev: torch.device) -> None:
+        self.dev = dev
+        self.kind = "cuda_max_allocated"
+        if dev.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(dev)
+            return
+        # Linux lets a process reset its own VmHWM; elsewhere the lifetime peak is all there is.
+        try:
+            Path("/proc/self/clear_refs").write_text("5")
+            self.kind = "rss_peak"
+        except OSError:
+            self.kind = "rss_peak_process_lifetime"
+
+    def read_mb(self) -> float:
+        if self.dev.type == "cuda":
+            return torch.cuda.max_memory_allocated(self.dev) / 2**20
+        if self.kind == "rss_peak":
+            for line in Path("/proc/self/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+def _one_iteration(adapter: Adapter, photos: list[np.ndarray], dev: torch.device,
+                   amp: str) -> tuple[float, float, float, int]:
+    """Seconds of (preprocess, model, postprocess) for one batch, and the instances predicted."""
+    def sync() -> None:
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+
+    dtype = AMP_DTYPES[amp]
+    autocast = torch.autocast("cuda", dtype=dtype) if dtype is not None else contextlib.nullcontext()
+    sync()
+    t0 = time.perf_counter()
+    images = preprocess(photos, dev)
+    sync()
+    t1 = time.perf_counter()
+    with autocast:
+        raw = adapter.run_model(images)
+        sync()
+        t2 = time.perf_counter()
+        preds = adapter.postprocess(raw, [(p.shape[0], p.shape[1]) for p in photos])
+        sync()
+    t3 = time.perf_counter()
+    return t1 - t0, t2 - t1, t3 - t2, sum(len(p) for p in preds)
+
+
+def measure_latency(adapter: Adapter, *, device: str = "cpu", size: int = 512, batch_size: int = 1,
+                    iters: int = 20, warmup: int = 3, amp: str = "none",
+                    threads: int | None = None) -> dict[str, Any]:
+    """Time ``adapter`` on square ``size`` x ``size`` photos with the protocol above.
+
+    The adapter is left on ``device`` in eval mode; torch's CPU thread count is restored after.
+    Returns a JSON-ready dict: ``images_per_s``, ``ms_median``, ``ms_p90``, ``ms_mean``,
+    ``preprocess_ms``, ``model_ms``, ``postprocess_ms`` (medians per image), ``peak_mem_mb``,
+    ``peak_mem_kind``, ``device``, ``device_name``, ``threads``, ``size``, ``batch_size``,
+    ``iters``, ``warmup``, ``amp``, ``params``, ``backbone``, ``adapter``, ``instances_per_image``.
+    """
+    if amp not in AMP_DTYPES:
+        raise UserError(f"unknown amp {amp!r}; choose one of {', '.join(AMP_DTYPES)}")
+    if min(size, batch_size, iters) < 1 or warmup < 0:
+        raise UserError("size, batch_size and iters must be >= 1, warmup >= 0")
+    dev = resolve_device(device)
+    if amp != "none" and dev.type != "cuda":
+        raise UserError(f"amp={amp} is timed on CUDA only; use --amp none on {dev.type}")
+    previous_threads = torch.get_num_threads()
+    if dev.type == "cpu":
+        torch.set_num_threads(threads or default_threads())
+    photos = make_photos(batch_size, size)
+    adapter.eval().to(dev)
+    try:
+        with torch.inference_mode():
+            for _ in range(warmup):
+                _one_iteration(adapter, photos, dev, amp)
+            peak = _PeakMemory(dev)
+            runs = np.array([_one_iteration(adapter, photos, dev, amp) for _ in range(iters)])
+            peak_mb = peak.read_mb()
+        used_threads = torch.get_num_threads()
+    finally:
+        torch.set_num_threads(previous_threads)
+    per_image_ms = runs[:, :3] * 1000.0 / batch_size
+    total_ms = per_image_ms.sum(axis=1)
+    return {
+        "adapter": adapter.name, "backbone": backbone_of(adapter),
+        "device": dev.type, "device_name": device_name(dev), "threads": used_threads,
+        "size": size, "batch_size": batch_size, "iters": iters, "warmup": warmup, "amp": amp,
+        "params": sum(p.numel() for p in adapter.parameters()),
+        "images_per_s": float(batch_size * iters / runs[:, :3].sum()),
+        "ms_median": float(np.median(total_ms)), "ms_p90": float(np.percentile(total_ms, 90)),
+        "ms_mean": float(total_ms.mean()),
+        "preprocess_ms": float(np.median(per_image_ms[:, 0])), "model_ms": float(np.median(per_image_ms[:, 1])),
+        "postprocess_ms": float(np.median(per_image_ms[:, 2])),
+        "peak_mem_mb": round(float(peak_mb), 1), "peak_mem_kind": peak.kind,
+        "instances_per_image": float(runs[:, 3].mean() / batch_size), "torch": torch.__version__,
+    }
+
+
+# ---------------------------------------------------------------- `zoo bench`
+def load_target(target: str, backbone: str | None = None) -> Adapter:
+    """A run folder's trained adapter, or a freshly built registered adapter (default config,
+    ``backbone`` overriding its backbone/encoder field)."""
+    import dataclasses
+
+    from zoo.adapter import available_adapters, get_adapter
+    from zoo.build import build_adapter
+
+    if Path(target).is_dir():
+        if backbone is not None:
+            raise UserError(f"{target}: --backbone applies to adapter names; a run keeps its trained backbone")
+        from zoo.train.run import load_run
+
+        return load_run(Path(target)).adapter
+    if target not in available_adapters():
+        try:
+            get_adapter(target)
+        except KeyError as err:
+            raise UserError(f"{target!r} is not a run folder, and {err.args[0]}") from None
+    overrides = None
+    if backbone is not None:
+        cls = get_adapter(target)
+        fields = {f.name for f in dataclasses.fields(cls.config_cls)}
+        if cls.backbone_option not in fields:
+            raise UserError(f"adapter {target!r} has no backbone option (fields: {', '.join(sorted(fields))})")
+        overrides = {cls.backbone_option: backbone}
+    return build_adapter(target, overrides)
+
+
+def bench_settings(batch_size: int, amp: str) -> list[tuple[int, str]]:
+    """(batch size, amp) pairs timed by `zoo bench`: batch 1 and N, fp32 and the AMP mode asked for."""
+    sizes = [1] if batch_size == 1 else [1, batch_size]
+    modes = ["none"] if amp == "none" else ["none", amp]
+    return [(b, m) for m in modes for b in sizes]
+
+
+def print_latency(rows: list[dict[str, Any]], title: str) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title)
+    for col in ("batch", "amp", "img/s", "ms median", "ms p90", "pre ms", "model ms", "post ms", "peak MB"):
+        table.add_column(col, justify="right")
+    for r in rows:
+        table.add_row(str(r["batch_size"]), r["amp"], f"{r['images_per_s']:.2f}", f"{r['ms_median']:.1f}",
+                      f"{r['ms_p90']:.1f}", f"{r['preprocess_ms']:.2f}", f"{r['model_ms']:.1f}",
+                      f"{r['postprocess_ms']:.1f}", f"{r['peak_mem_mb']:.0f}")
+    Console().print(table)
+
+
+def bench_from_cli(target: str, *, device: str, size: int, batch_size: int, iters: int, warmup: int,
+                   amp: str, backbone: str | None, threads: int | None, out: Path | None) -> dict[str, Any]:
+    """`zoo bench`: time TARGET (adapter name or run folder) at batch 1 and ``batch_size``, fp32 and
+    ``amp``; print a table; write JSON to ``out``.
+
+    The JSON's top level is the setting asked for (``batch_size``, ``amp``); ``settings`` lists all.
+    """
+    adapter = load_target(target, backbone)
+    rows = [measure_latency(adapter, device=device, size=size, batch_size=b, iters=iters, warmup=warmup,
+                            amp=m, threads=threads)
+            for b, m in bench_settings(batch_size, amp)]
+    main = next(r for r in rows if r["batch_size"] == batch_size and r["amp"] == amp)
+    first = rows[0]
+    print_latency(rows, f"{target}: {first['adapter']} ({first['backbone']}), {first['params'] / 1e6:.2f}M params, "
+                        f"{size}x{size} px, {first['device_name']}, {first['threads']} threads")
+    result = {**main, "target": target, "settings": rows}
+    if out is not None:
+        import json
+
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(result, indent=1))
+        print(f"wrote {out}")
+    return result

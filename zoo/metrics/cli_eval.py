@@ -1,0 +1,150 @@
+"""`zoo eval`: score a COCO results file against a COCO ground-truth file, or a trained run.
+
+metrics.json layout (fractions in [0, 1]; -1 where COCO cannot define a value, e.g. APl when no
+ground-truth object is large, or a category's AP when it has no ground truth)::
+
+    {"segm": {"AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl"},
+     "bbox": {... same keys ...},
+     "per_category": {name: {"id", "n_gt", "n_det", "AP", "AP50", "AP75",
+                             "bbox_AP", "bbox_AP50", "bbox_AP75", "IoU" (runs only)}},
+     "semantic": {"mIoU", "pixel_acc", "score_threshold", "n_categories"},      (runs only)
+     "confusion": {"correct", "wrong_category", "missed", "spurious", ...},      (runs only)
+     ...provenance: "backend", "gt"/"pred" or "run"/"split"/"data", "n_images", "time_s"}
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+from zoo.errors import DataError, UserError
+from zoo.metrics.coco import STAT_NAMES, check_results, evaluate_coco, prepare_gt
+
+
+def load_json_file(path: Path, what: str) -> Any:
+    """Parsed JSON of ``path``; a missing or malformed file is a one-line DataError."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: {what} file not found")
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise DataError(f"{path}: not valid JSON ({err})") from None
+
+
+def _fmt(value: Any) -> str:
+    if not isinstance(value, (int, float)):
+        return str(value)
+    return "n/a" if value < 0 else f"{value:.3f}"
+
+
+def print_metrics(metrics: dict[str, Any], title: str = "COCO scores", max_categories: int = 60) -> None:
+    """Rich tables: the summary scores (segm and bbox side by side), then per category."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    kinds = [k for k in ("segm", "bbox") if k in metrics]
+    table = Table(title=title)
+    table.add_column("metric")
+    for kind in kinds:
+        table.add_column("mask" if kind == "segm" else "box", justify="right")
+    for name in STAT_NAMES:
+        table.add_row(name, *(_fmt(metrics[k][name]) for k in kinds))
+    console.print(table)
+    rows = sorted(metrics.get("per_category", {}).items(), key=lambda kv: (-kv[1]["n_gt"], kv[0]))
+    if rows:
+        cat_table = Table(title="per category (n/a: no ground truth)")
+        extra = ["IoU"] if any("IoU" in r for _, r in rows) else []
+        for col in ["category", "gt", "det", "mask AP", "mask AP50", "box AP", *extra]:
+            cat_table.add_column(col, justify="left" if col == "category" else "right")
+        for name, r in rows[:max_categories]:
+            cells = [r.get("AP"), r.get("AP50"), r.get("bbox_AP", "-"), *(r.get(c, "-") for c in extra)]
+            cat_table.add_row(name, str(r["n_gt"]), str(r["n_det"]), *map(_fmt, cells))
+        console.print(cat_table)
+    if "semantic" in metrics:
+        s = metrics["semantic"]
+        console.print(f"semantic: mIoU {_fmt(s['mIoU'])}  pixel accuracy {_fmt(s['pixel_acc'])}  "
+                      f"(score >= {s['score_threshold']}, {s['n_categories']} categories present)")
+
+
+def _metrics_path(out: Path | None, default_dir: Path | None) -> Path | None:
+    """``out`` ending in .json is the metrics file; any other ``out`` is a folder for metrics.json."""
+    if out is None:
+        return None if default_dir is None else default_dir / "metrics.json"
+    return out if out.suffix == ".json" else out / "metrics.json"
+
+
+def eval_files(gt: Path, pred: Path, *, out: Path | None, backend: str) -> dict[str, Any]:
+    """Score the COCO results file ``pred`` against the COCO ground truth ``gt``; print; write ``out``."""
+    gt_data = load_json_file(gt, "ground-truth")
+    if not isinstance(gt_data, dict):
+        raise DataError(f"{gt}: expected a COCO object with images/annotations/categories")
+    results = load_json_file(pred, "results")
+    # Checked here first so that errors name the files.
+    gt_data = prepare_gt(gt_data, source=str(gt))
+    check_results(results, gt_data, source=str(pred))
+    metrics = evaluate_coco(gt_data, results, backend=backend)
+    metrics.update(gt=str(gt), pred=str(pred), backend=backend)
+    print_metrics(metrics, title=f"{pred.name} vs {gt.name}")
+    path = _metrics_path(out, None)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(metrics, indent=1))
+        print(f"wrote {path}")
+    return metrics
+
+
+def _run_indices(loaded: Any, split: str, n_images: int) -> list[int]:
+    if split == "all":
+        return list(range(n_images))
+    if split not in loaded.split:
+        raise UserError(f"unknown split {split!r}; this run has {', '.join(loaded.split)} and all")
+    return [int(i) for i in loaded.split[split]]
+
+
+def eval_run(run: Path, *, data: str | None, split: str, limit: int | None, out: Path | None,
+             backend: str) -> dict[str, Any]:
+    """Score the run's model on its own ``split`` (or on every image of ``data``).
+
+    Writes metrics.json, results.json, gt.json, confusion CSV/PNG and PR curves into RUN/eval/,
+    or beside ``out``.
+    """
+    import torch
+
+    from zoo.metrics.evaluate import evaluate_adapter
+    from zoo.train.run import load_run
+
+    loaded = load_run(Path(run))
+    dataset = loaded.dataset
+    if data is None:
+        indices = _run_indices(loaded, split, len(dataset))
+    else:
+        from zoo.data.dataset import open_dataset
+
+        dataset = open_dataset(dataclasses.replace(loaded.cfg.data, source=data, cache=None, limit=None))
+        if len(dataset.categories) != loaded.adapter.num_classes:
+            raise UserError(f"{data}: {len(dataset.categories)} categories, but the run's model "
+                            f"predicts {loaded.adapter.num_classes}")
+        # The run's split indexes its own dataset; another dataset is scored whole.
+        indices = list(range(len(dataset)))
+        split = "all"
+    if limit is not None:
+        indices = indices[:limit]
+    if not indices:
+        raise UserError(f"{run}: no images to evaluate in split {split!r}")
+    metrics_path = _metrics_path(out, Path(run) / "eval")
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    metrics = evaluate_adapter(loaded.adapter, dataset, indices, device=device,
+                               batch_size=loaded.cfg.batch_size, out_dir=metrics_path.parent,
+                               plots=True, backend=backend)
+    metrics.update(run=str(run), split=split, data=data or loaded.cfg.data.source)
+    written = metrics_path.parent / "metrics.json"
+    if written != metrics_path:
+        written.unlink()
+    metrics_path.write_text(json.dumps(metrics, indent=1))
+    print_metrics(metrics, title=f"{Path(run).name} on {split} ({len(indices)} images)")
+    print(f"wrote {metrics_path} and results.json beside it")
+    return metrics

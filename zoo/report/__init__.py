@@ -1,0 +1,1 @@
+"""The comparison report: collect run results, bootstrap intervals, charts, Markdown and HTML."""

@@ -1,0 +1,121 @@
+"""Gather what one compared model left on disk: its run folder and its evaluation folder.
+
+A run folder (written by the training harness) holds ``config.yaml``, ``summary.json`` and
+``metrics.csv``. The evaluation folder (written by ``zoo compare``) holds the evaluator's
+``metrics.json``, ``results.json``, ``gt.json`` and plots, and the latency protocol's
+``bench.json``. The report reads only these files, so its numbers are the files' numbers.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from zoo.errors import UserError
+from zoo.report.charts import Curve
+
+# Model-config fields that name the backbone, in the order they are looked up.
+BACKBONE_KEYS = ("backbone", "encoder", "encoder_name")
+# Model-config fields that fix the network's own input side, when it resizes internally.
+NET_SIZE_KEYS = ("input_size", "max_size")
+
+
+def read_json(path: Path) -> Any:
+    """A JSON file, or a one-line error naming it."""
+    try:
+        return json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise UserError(f"{path}: file not found") from None
+    except json.JSONDecodeError as err:
+        raise UserError(f"{path}: invalid JSON ({err.msg} at line {err.lineno})") from None
+
+
+@dataclass
+class ModelResult:
+    """Everything the report shows about one model (all read from files)."""
+
+    name: str
+    run_dir: Path
+    eval_dir: Path
+    config: dict[str, Any]
+    summary: dict[str, Any]
+    metrics: dict[str, Any]
+    bench: dict[str, Any]
+    history: list[dict[str, str]] = field(default_factory=list)
+
+    @property
+    def adapter(self) -> str:
+        return str(self.config.get("adapter", self.name))
+
+    @property
+    def backbone(self) -> str:
+        if self.bench.get("backbone"):
+            return str(self.bench["backbone"])
+        model = self.config.get("model") or {}
+        return next((str(model[k]) for k in BACKBONE_KEYS if model.get(k)), "-")
+
+    @property
+    def input_size(self) -> int:
+        """Longest image side given to ``predict`` (the data section's ``max_size``)."""
+        return int((self.config.get("data") or {}).get("max_size", 0))
+
+    @property
+    def network_size(self) -> int | None:
+        """The side the network resizes to internally, when its config fixes one."""
+        model = self.config.get("model") or {}
+        return next((int(model[k]) for k in NET_SIZE_KEYS if isinstance(model.get(k), int)), None)
+
+    @property
+    def train_time_s(self) -> float | None:
+        value = self.summary.get("train_time_s")
+        return float(value) if value is not None else None
+
+    def loss_curves(self) -> list[Curve]:
+        """Training loss per logged step and validation loss per epoch, from ``metrics.csv``."""
+        train = [(int(r["step"]), float(r["loss"])) for r in self.history if r.get("kind") == "step" and r.get("loss")]
+        val = [(int(r["step"]), float(r["val_loss"])) for r in self.history
+               if r.get("kind") == "epoch" and r.get("val_loss")]
+        curves = []
+        if train:
+            curves.append(Curve("train (per step)", *map(np.asarray, zip(*train))))
+        if val:
+            curves.append(Curve("validation (per epoch)", *map(np.asarray, zip(*val)), dashed=True))
+        return curves
+
+
+def read_history(path: Path) -> list[dict[str, str]]:
+    """Rows of a run's ``metrics.csv`` (empty when the run has none yet)."""
+    if not path.is_file():
+        return []
+    with path.open(newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def collect_model(name: str, run_dir: Path, eval_dir: Path) -> ModelResult:
+    """Read one model's files; a missing evaluation or latency file is a one-line error."""
+    config_path = run_dir / "config.yaml"
+    if not config_path.is_file():
+        raise UserError(f"{run_dir}: not a run folder (no config.yaml)")
+    config = yaml.safe_load(config_path.read_text()) or {}
+    summary_path = run_dir / "summary.json"
+    summary = read_json(summary_path) if summary_path.is_file() else {}
+    return ModelResult(name=name, run_dir=run_dir, eval_dir=eval_dir, config=config, summary=summary,
+                       metrics=read_json(eval_dir / "metrics.json"), bench=read_json(eval_dir / "bench.json"),
+                       history=read_history(run_dir / "metrics.csv"))
+
+
+def decode_instances(anns: list[dict[str, Any]]) -> np.ndarray:
+    """Bool masks ``[N, H, W]`` of COCO annotations/results with compressed-RLE segmentations."""
+    from faster_coco_eval.core import mask as mask_utils
+
+    if not anns:
+        return np.zeros((0, 0, 0), dtype=bool)
+    rles = [{"size": a["segmentation"]["size"], "counts": a["segmentation"]["counts"].encode("ascii")}
+            if isinstance(a["segmentation"]["counts"], str) else a["segmentation"] for a in anns]
+    return np.asarray(mask_utils.decode(rles), dtype=bool).transpose(2, 0, 1)

@@ -1,0 +1,204 @@
+"""What the comparison report says: its sections, tables and figures, built from the results.
+
+Numbers are formatted by the helpers here only (AP to 3 decimals, milliseconds to 1), so a
+reader (or a test) can match every cell to the metrics files it came from.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+from zoo.report.bootstrap import BootstrapResult, Interval
+from zoo.report.collect import ModelResult
+from zoo.report.document import Bullets, Code, Document, Figure, Heading, Paragraph, Table
+from zoo.report.pareto import pareto_front
+
+SUMMARY_HEADERS = ("model", "backbone", "input (px)", "params (M)", "train time (s)", "mask AP", "AP50",
+                   "AP75", "APs", "APm", "APl", "box AP", "mIoU", "latency median (ms)", "latency p90 (ms)",
+                   "images/s", "peak mem (MB)", "device")
+SEGM_KEYS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
+NOT_LEARNED_AP50 = 0.01  # below this mask AP50 a model is reported as not having learned
+
+
+def fmt_ap(value: Any) -> str:
+    """AP-like fraction to 3 decimals; COCO's -1 (undefined) and missing values as ``n/a``."""
+    if value is None or float(value) < 0:
+        return "n/a"
+    return f"{float(value):.3f}"
+
+
+def fmt_num(value: Any, digits: int = 1) -> str:
+    return "n/a" if value is None else f"{float(value):.{digits}f}"
+
+
+def fmt_interval(iv: Interval, digits: int = 3) -> str:
+    return f"[{iv.low:.{digits}f}, {iv.high:.{digits}f}]"
+
+
+@dataclass
+class Context:
+    """What was compared: shown in the report's last section."""
+
+    dataset: str
+    n_images: int
+    n_train: int
+    n_val: int
+    seed: int
+    split: str
+    device: str
+    command: str
+    preset: str
+    versions: dict[str, str]
+    notes: list[str] = field(default_factory=list)
+    n_resamples: int = 0
+    timings: dict[str, float] = field(default_factory=dict)  # seconds per phase of the comparison
+
+
+@dataclass
+class Figures:
+    """Paths of the report's charts (``None`` = not drawn)."""
+
+    ap_latency: Path | None = None
+    per_category: Path | None = None
+    pr_curves: Path | None = None
+    differences: Path | None = None
+    loss: Path | None = None
+    gallery: Path | None = None
+
+
+def summary_row(r: ModelResult) -> tuple[str, ...]:
+    """One row of the summary table (see :data:`SUMMARY_HEADERS`)."""
+    segm, box, bench = r.metrics["segm"], r.metrics.get("bbox", {}), r.bench
+    size = str(r.input_size) + (f" (net {r.network_size})" if r.network_size else "")
+    params = bench.get("params")
+    return (r.name, r.backbone, size, fmt_num(params / 1e6 if params else None, 2), fmt_num(r.train_time_s),
+            *(fmt_ap(segm.get(k)) for k in SEGM_KEYS), fmt_ap(box.get("AP")),
+            fmt_ap(r.metrics.get("semantic", {}).get("mIoU")), fmt_num(bench.get("ms_median")),
+            fmt_num(bench.get("ms_p90")), fmt_num(bench.get("images_per_s")),
+            fmt_num(bench.get("peak_mem_mb"), 0), str(bench.get("device", "-")))
+
+
+def verdict(results: Sequence[ModelResult], boot: BootstrapResult | None) -> list[str]:
+    """The report's first lines: who is most accurate, who is fastest, which gaps are real."""
+    ap = [r.metrics["segm"]["AP"] for r in results]
+    ms = [r.bench["ms_median"] for r in results]
+    best = max(range(len(results)), key=lambda i: ap[i])
+    fast = min(range(len(results)), key=lambda i: ms[i])
+    tied = [r.name for r, v in zip(results, ap) if fmt_ap(v) == fmt_ap(ap[best])]
+    if len(tied) > 1:
+        top = f"Most accurate: a tie between {', '.join(f'**{n}**' for n in tied)} (mask AP {fmt_ap(ap[best])})."
+    else:
+        top = (f"Most accurate: **{results[best].name}** (mask AP {fmt_ap(ap[best])}, "
+               f"AP50 {fmt_ap(results[best].metrics['segm']['AP50'])}).")
+    lines = [top,
+             f"Fastest: **{results[fast].name}** ({fmt_num(ms[fast])} ms median per image, "
+             f"{fmt_num(results[fast].bench['images_per_s'])} images/s).",
+             "On the accuracy/latency Pareto front: "
+             + ", ".join(f"**{results[i].name}**" for i in pareto_front(ms, ap)) + "."]
+    idle = [r for r in results if r.metrics["segm"]["AP50"] < NOT_LEARNED_AP50]
+    if idle:
+        lines.append(f"Did not learn (mask AP50 below {NOT_LEARNED_AP50}): "
+                     + ", ".join(f"**{r.name}** ({fmt_ap(r.metrics['segm']['AP50'])})" for r in idle)
+                     + ". Such numbers describe the training budget, not the architecture.")
+    if boot is not None and len(results) > 1:
+        real = [(a, b, iv) for (a, b), iv in boot.differences.items() if iv.excludes_zero and iv.estimate > 0]
+        if real:
+            lines.append("Real differences in mask AP (95% bootstrap interval excludes 0): "
+                         + "; ".join(f"{a} > {b} by {iv.estimate:.3f} {fmt_interval(iv)}" for a, b, iv in real) + ".")
+        else:
+            lines.append("No difference in mask AP is real at 95% confidence: every interval includes 0.")
+    return lines
+
+
+def bootstrap_tables(results: Sequence[ModelResult], boot: BootstrapResult) -> list[Any]:
+    """Blocks for the bootstrap section: per-model intervals and pairwise differences."""
+    pct = int(round(boot.confidence * 100))
+    per_model = Table(("model", "mask AP", f"{pct}% interval"),
+                      tuple((r.name, fmt_ap(boot.models[r.name].estimate), fmt_interval(boot.models[r.name]))
+                            for r in results), ("l", "r", "r"))
+    rows = []
+    names = [r.name for r in results]
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            iv = boot.differences[(a, b)]
+            if iv.excludes_zero:
+                word = f"yes: {a if iv.estimate > 0 else b} is better"
+            else:
+                word = "no (interval includes 0)"
+            rows.append((f"{a} - {b}", f"{iv.estimate:+.3f}", fmt_interval(iv), word))
+    pairs = Table(("difference", "mask AP difference", f"{pct}% interval", "real?"), tuple(rows), ("l", "r", "r", "l"))
+    text = Paragraph(f"Validation images were resampled with replacement {boot.n_resamples} times "
+                     f"({boot.n_images} images each); every resample was scored for every model with the same "
+                     "evaluator, so the differences are paired. A difference is real when its interval excludes 0.")
+    return [text, per_model, pairs]
+
+
+def per_category_table(results: Sequence[ModelResult]) -> Table:
+    """Categories with ground truth in the validation images, mask AP of each model side by side."""
+    first = results[0].metrics["per_category"]
+    cats = sorted((c for c, row in first.items() if row.get("n_gt", 0) > 0), key=lambda c: -first[c]["n_gt"])
+    rows = tuple((c, str(first[c]["n_gt"]), *(fmt_ap(r.metrics["per_category"].get(c, {}).get("AP"))
+                                               for r in results)) for c in cats)
+    return Table(("category", "instances", *(r.name for r in results)), rows, ("l", "r") + ("r",) * len(results))
+
+
+def training_table(results: Sequence[ModelResult]) -> Table:
+    rows = []
+    for r in results:
+        s = r.summary
+        rows.append((r.name, str(s.get("epochs", "-")), str(s.get("global_step", "-")), fmt_num(s.get("final_loss"), 3),
+                     str(s.get("stopped_reason", "-")), fmt_num(r.train_time_s)))
+    return Table(("model", "epochs", "steps", "final train loss", "stopped", "train time (s)"), tuple(rows),
+                 ("l", "r", "r", "r", "l", "r"))
+
+
+def context_blocks(ctx: Context, results: Sequence[ModelResult]) -> list[Any]:
+    items = [f"Dataset: {ctx.dataset}",
+             f"Split: {ctx.split}, seed {ctx.seed}: {ctx.n_train} training and {ctx.n_val} validation images "
+             "(every model scored on the same validation images)",
+             f"Preset: {ctx.preset}", f"Device: {ctx.device}",
+             *(f"Run {r.name}: `{r.run_dir}`" for r in results), *ctx.notes]
+    if ctx.timings:
+        items.append("Time spent: " + ", ".join(f"{k} {v:.0f} s" for k, v in ctx.timings.items()))
+    versions = Table(("package", "version"), tuple(sorted(ctx.versions.items())), ("l", "l"))
+    return [Bullets(tuple(items)), versions, Paragraph("Command line:"), Code(ctx.command)]
+
+
+def build_document(results: Sequence[ModelResult], boot: BootstrapResult | None, figs: Figures,
+                   ctx: Context, title: str = "Model comparison") -> Document:
+    """The full report: verdict, tables, charts, gallery and what was compared."""
+    doc = Document(title)
+    doc.add(Bullets(tuple(verdict(results, boot))), Heading("Summary"),
+            Table(SUMMARY_HEADERS, tuple(summary_row(r) for r in results), ("l", "l", "l") + ("r",) * 14 + ("l",)),
+            Paragraph("Mask and box AP are COCO AP@[.50:.95] on the validation images; APs/APm/APl by object "
+                      "area; mIoU of the semantic map built from each model's instances. Latency: one image at "
+                      "the input size, median and 90th percentile over the timed iterations."))
+    if figs.ap_latency:
+        doc.add(Heading("Accuracy vs latency"), Figure(figs.ap_latency, "Mask AP against median latency; "
+                                                       "error bars are 95% bootstrap intervals"))
+    if boot is not None:
+        doc.add(Heading("Are the differences real?"), *bootstrap_tables(results, boot))
+        if figs.differences:
+            doc.add(Figure(figs.differences, "Pairwise mask AP differences with 95% bootstrap intervals"))
+    doc.add(Heading("Per-category mask AP"), per_category_table(results))
+    if figs.per_category:
+        doc.add(Figure(figs.per_category, "Per-category mask AP, models side by side"))
+    doc.add(Heading("Precision-recall curves"))
+    if figs.pr_curves:
+        doc.add(Figure(figs.pr_curves, "Mask precision-recall over all categories, every model"))
+    for r in results:
+        doc.add(Figure(r.eval_dir / "pr_per_category.png", f"{r.name}: mask precision-recall per category"))
+    doc.add(Heading("Confusion matrices"),
+            Paragraph("Instances matched to ground truth by mask IoU >= 0.5 (predictions above the score threshold)."))
+    for r in results:
+        doc.add(Figure(r.eval_dir / "confusion.png", f"{r.name}: confusion matrix"))
+    doc.add(Heading("Training"), training_table(results))
+    if figs.loss:
+        doc.add(Figure(figs.loss, "Training loss per step and validation loss per epoch (metrics.csv of each run)"))
+    if figs.gallery:
+        doc.add(Heading("Gallery"), Figure(figs.gallery, "The same validation images for every model: "
+                                           "ground truth in green, predictions in red"))
+    doc.add(Heading("What was compared"), *context_blocks(ctx, results))
+    return doc

@@ -1,0 +1,187 @@
+"""Entry points of training: load a config, train it into a run folder, resume it."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from zoo.adapter import get_adapter
+from zoo.config import (ConfigError, TrainConfig, apply_override, dump_yaml, load_yaml,
+                        train_config_from_dict)
+from zoo.errors import UserError
+from zoo.train import distributed as D
+from zoo.train.checkpoint import load_matching, load_weights_only, model_state_from_file
+from zoo.train.logger import plot_loss_curves
+from zoo.train.loop import StepHook, Trainer
+from zoo.train.state import seed_everything
+
+CONFIG_DIR = Path(os.environ.get("ZOO_CONFIGS", Path(__file__).resolve().parents[2] / "configs"))
+
+
+def preset_path(adapter: str, preset: str) -> Path:
+    """``configs/<adapter>.yaml`` for the cpu preset, ``configs/<adapter>-<preset>.yaml`` otherwise."""
+    return CONFIG_DIR / (f"{adapter}.yaml" if preset == "cpu" else f"{adapter}-{preset}.yaml")
+
+
+def load_train_config(adapter: str, config: Path | str | None = None, preset: str = "cpu",
+                      overrides: list[str] | tuple[str, ...] = ()) -> TrainConfig:
+    """The resolved config: the YAML file (or the adapter's preset), then ``key=value`` overrides."""
+    cls = get_adapter(adapter)
+    path = Path(config) if config is not None else preset_path(adapter, preset)
+    if config is None and not path.exists():
+        known = sorted(p.stem for p in CONFIG_DIR.glob(f"{adapter}*.yaml"))
+        raise ConfigError(f"no preset {preset!r} for {adapter} ({path} is missing); config files: {', '.join(known) or 'none'}")
+    data = load_yaml(path)
+    if data.get("adapter", adapter) != adapter:
+        raise ConfigError(f"{path}: adapter is {data['adapter']!r}, not {adapter!r}")
+    data["adapter"] = adapter
+    for item in overrides:
+        apply_override(data, item)
+    return train_config_from_dict(data, cls.config_cls)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"device {name!r} requested but CUDA is not available")
+    return device
+
+
+def _prepare_run(cfg: TrainConfig, dist: D.DistInfo) -> tuple[Any, dict[str, list[int]]]:
+    from zoo.data.dataset import open_dataset
+    from zoo.data.split import split_indices
+
+    dataset = open_dataset(cfg.data)
+    train_idx, val_idx = split_indices(dataset.label_sets(), cfg.data.val_fraction, cfg.seed, cfg.data.split)
+    return dataset, {"train": list(train_idx), "val": list(val_idx)}
+
+
+def _load_pretrained(adapter: Any, path: str) -> dict[str, list[str]]:
+    state = adapter.adapt_pretrained(model_state_from_file(path))
+    report = load_matching(adapter, state)
+    if not report["loaded"]:
+        raise UserError(f"{path}: no tensor matches the {adapter.name} model's names and shapes")
+    return report
+
+
+def train(cfg: TrainConfig, out: Path | str, resume: bool = False, on_step: StepHook | None = None) -> Path:
+    """Train ``cfg`` into the run folder ``out`` (``resume``: continue from ``out/checkpoints/last.pt``).
+
+    Under torchrun (WORLD_SIZE > 1) every rank calls this; only rank 0 writes files.
+    Returns the run folder.
+    """
+    out = Path(out)
+    device = resolve_device(cfg.device)
+    dist = D.init_from_env(device)
+    if dist.enabled and device.type == "cuda":
+        device = torch.device("cuda", dist.local_rank)
+        torch.cuda.set_device(device)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    seed_everything(cfg.seed)
+    dataset, split = _prepare_run(cfg, dist)
+    adapter = get_adapter(cfg.adapter)(cfg.model, len(dataset.categories)).to(device)
+    trainer = Trainer(cfg, adapter, dataset, split, out, device, dist, on_step)
+    if resume:
+        last = out / "checkpoints" / "last.pt"
+        if not last.is_file():
+            raise UserError(f"{out}: nothing to resume (no checkpoints/last.pt)")
+        trainer.resume_from(load_weights_only(last))
+        adapter.to(device)
+    elif dist.is_main:
+        _write_run_header(cfg, out, dataset, split)
+        if cfg.pretrained:
+            report = _load_pretrained(adapter, cfg.pretrained)
+            _note(out, "pretrained", {k: (v if k != "loaded" else len(v)) for k, v in report.items()})
+    if dist.enabled and not resume and cfg.pretrained:
+        _broadcast_weights(adapter)
+    summary = trainer.run()
+    if dist.is_main:
+        _write_summary(out, cfg, summary)
+    D.barrier(dist)
+    D.shutdown(dist)
+    return out
+
+
+def _broadcast_weights(adapter: torch.nn.Module) -> None:
+    # Rank 0 loaded the pretrained file; DDP also broadcasts at wrap time, this keeps buffers in step.
+    for tensor in adapter.state_dict().values():
+        torch.distributed.broadcast(tensor, src=0)
+
+
+def _write_run_header(cfg: TrainConfig, out: Path, dataset: Any, split: dict[str, list[int]]) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    dump_yaml(cfg, out / "config.yaml")
+    ids = dataset.image_ids
+    (out / "split.json").write_text(json.dumps({
+        "method": cfg.data.split, "seed": cfg.seed, "val_fraction": cfg.data.val_fraction,
+        "train": split["train"], "val": split["val"],
+        "val_image_ids": [ids[i] for i in split["val"]],
+    }))
+
+
+def _note(out: Path, key: str, value: Any) -> None:
+    from rich.console import Console
+
+    Console(stderr=True).print(f"{key}: {value}")
+    notes = out / "notes.json"
+    data = json.loads(notes.read_text()) if notes.exists() else {}
+    data[key] = value
+    notes.write_text(json.dumps(data, indent=1))
+
+
+def _write_summary(out: Path, cfg: TrainConfig, summary: dict[str, Any]) -> None:
+    from zoo.train.logger import read_metrics
+
+    rows = read_metrics(out / "metrics.csv") if (out / "metrics.csv").exists() else []
+    steps = [r for r in rows if r["kind"] == "step"]
+    summary = dict(summary, adapter=cfg.adapter, best_metric=cfg.best_metric,
+                   final_loss=float(steps[-1]["loss"]) if steps else None,
+                   epochs=summary["global_epoch"], finished=time.strftime("%Y-%m-%dT%H:%M:%S"))
+    (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    if steps:
+        plot_loss_curves(out / "metrics.csv", out / "loss.png")
+
+
+def cli_overrides(*, data: str | None, epochs: int | None, steps_per_epoch: int | None,
+                  batch_size: int | None, device: str | None, limit: int | None) -> list[str]:
+    """The named `zoo train` flags as ``key=value`` overrides (applied before ``--set``)."""
+    items = []
+    for key, value in (("data.source", data), ("steps_per_epoch", steps_per_epoch), ("batch_size", batch_size),
+                       ("device", device), ("data.limit", limit)):
+        if value is not None:
+            items.append(f"{key}={json.dumps(value)}")
+    return items
+
+
+def train_from_cli(adapter: str, *, data: str | None, config: Path | None, preset: str, epochs: int | None,
+                   steps_per_epoch: int | None, batch_size: int | None, device: str | None, limit: int | None,
+                   out: Path | None, resume: bool, overrides: list[str]) -> Path:
+    """`zoo train`: resolve the config (or the run's own on --resume) and train."""
+    if resume:
+        if out is None:
+            raise UserError("--resume needs --out RUN_FOLDER")
+        cfg = train_config_from_dict(load_yaml(out / "config.yaml"), get_adapter(adapter).config_cls,
+                                     f"{out / 'config.yaml'}:")
+    else:
+        flags = cli_overrides(data=data, epochs=epochs, steps_per_epoch=steps_per_epoch,
+                              batch_size=batch_size, device=device, limit=limit)
+        cfg = load_train_config(adapter, config, preset, flags + list(overrides))
+        if epochs is not None:
+            cfg = dataclasses.replace(cfg, stages=tuple(dataclasses.replace(s, epochs=epochs) for s in cfg.stages))
+        out = out or Path("runs") / f"{adapter}-{time.strftime('%Y%m%d-%H%M%S')}"
+        if (out / "checkpoints" / "last.pt").exists():
+            raise UserError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
+    run = train(cfg, out, resume=resume)
+    from rich.console import Console
+
+    Console(stderr=True).print(f"run folder: {run}")
+    return run
