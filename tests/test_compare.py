@@ -220,9 +220,9 @@ def test_a_spent_budget_stops_training_cleanly_and_is_noted(compared: Path, tmp_
 
     run_overrides, _ = split_overrides([v for k, v in zip(TINY, TINY[1:]) if k == "--set"])
     cfg = plan_runs(["unet"], data=str(compared.parent / "tiny"), preset="cpu",
-                    overrides=run_overrides + ["steps_per_epoch=6"])[0][0]
+                    overrides=run_overrides + ["steps_per_epoch=6"], epochs=1)[0][0]
     run = train_or_reuse(cfg, tmp_path / "unet", Console(stderr=True), deadline=time.perf_counter())
     summary = json.loads((run / "summary.json").read_text())
     assert summary["stopped_reason"] == "stopped by request" and summary["global_step"] == 1
     assert (run / "checkpoints" / "last.pt").is_file()
-    assert _budget_note(cfg, run) == "unet: training stopped at the time budget after 1 steps (epoch 0 of 1)"
+    assert _budget_note(cfg, run) == "unet: training stopped by the time budget at step 1, after 0 of 1 epochs"

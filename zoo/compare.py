@@ -261,8 +261,8 @@ def _budget_note(cfg: TrainConfig, run_dir: Path) -> str | None:
     summary = json.loads((run_dir / "summary.json").read_text())
     if summary.get("stopped_reason") != "stopped by request":
         return None
-    return (f"{cfg.adapter}: training stopped at the time budget after {summary.get('global_step')} steps "
-            f"(epoch {summary.get('global_epoch')} of {sum(s.epochs for s in cfg.stages)})")
+    return (f"{cfg.adapter}: training stopped by the time budget at step {summary.get('global_step')}, "
+            f"after {summary.get('global_epoch')} of {sum(s.epochs for s in cfg.stages)} epochs")
 
 
 def _train_all(names: Sequence[str], *, data: str | None, preset: str, overrides: list[str], out: Path,

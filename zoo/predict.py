@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import csv
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -58,7 +58,12 @@ def find_images(inputs: Sequence[Path]) -> list[tuple[Path, str]]:
 
 @dataclass
 class PhotoResult:
-    """One annotated photo: ``masks`` bool ``[N, H, W]`` at the photo's size, ``labels`` 1..C."""
+    """One annotated photo: ``labels`` 1..C, ``scores``, and ``masks`` bool ``[N, h, w]`` at the
+    model's resolution (the photo's ``height`` x ``width`` scaled to the run's size, unpadded).
+
+    Masks are brought to the photo's own size one instance at a time when they are written, so
+    a 24-megapixel photo never holds N full-size masks at once.
+    """
 
     path: Path
     name: str
@@ -80,14 +85,13 @@ class PredictSummary:
     counts: dict[str, int] = field(default_factory=dict)
 
 
-def upscale_masks(masks: torch.Tensor, height: int, width: int) -> np.ndarray:
-    """Bool masks ``[N, h, w]`` -> bool ``[N, height, width]`` (bilinear, then > 0.5), one at a time
-    so a large photo never holds N float copies."""
-    out = np.zeros((masks.shape[0], height, width), dtype=bool)
-    for i, m in enumerate(masks):
-        up = F.interpolate(m[None, None].float(), size=(height, width), mode="bilinear", align_corners=False)
-        out[i] = (up[0, 0] > 0.5).numpy()
-    return out
+def upscale_mask(mask: np.ndarray, height: int, width: int) -> np.ndarray:
+    """One bool mask ``[h, w]`` -> bool ``[height, width]`` (bilinear, then > 0.5: smooth edges)."""
+    if mask.shape == (height, width):
+        return mask
+    up = F.interpolate(torch.from_numpy(mask)[None, None].float(), size=(height, width), mode="bilinear",
+                       align_corners=False)
+    return (up[0, 0] > 0.5).numpy()
 
 
 def predict_photo(adapter: Any, path: Path, name: str, spec: Any, device: torch.device,
@@ -106,7 +110,7 @@ def predict_photo(adapter: Any, path: Path, name: str, spec: Any, device: torch.
     keep = pred.scores >= score_threshold
     masks = pred.masks[keep][:, :h, :w]
     return PhotoResult(path, name, height, width, pred.labels[keep].tolist(), pred.scores[keep].tolist(),
-                       upscale_masks(masks, height, width))
+                       masks.numpy().astype(bool))
 
 
 def category_colors(categories: Sequence[Category]) -> dict[int, tuple[int, int, int]]:
@@ -125,8 +129,10 @@ def draw_overlay(photo: Image.Image, result: PhotoResult, names: dict[int, str],
 
     scale = min(1.0, OVERLAY_MAX_SIDE / max(result.height, result.width))
     size = (max(1, round(result.width * scale)), max(1, round(result.height * scale)))
+    photo.draft("RGB", size)  # JPEG: decode at a reduced scale when the overlay is smaller
     arr = np.asarray(photo.convert("RGB").resize(size, Image.BILINEAR), dtype=np.float32)
-    masks = upscale_masks(torch.from_numpy(result.masks), size[1], size[0]) if scale < 1 else result.masks
+    masks = np.stack([upscale_mask(m, size[1], size[0]) for m in result.masks]) if len(result.masks) \
+        else np.zeros((0, size[1], size[0]), dtype=bool)
     width = max(1, size[0] // 300)
     # Largest first, so small parts (pockets, necklines) are painted over their garment, not under it.
     order = np.argsort([-int(m.sum()) for m in masks], kind="stable")
@@ -152,15 +158,16 @@ def draw_overlay(photo: Image.Image, result: PhotoResult, names: dict[int, str],
 
 def coco_annotations(result: PhotoResult, image_id: int, first_id: int,
                      label_to_cat: dict[int, int]) -> list[dict[str, Any]]:
-    """Scored COCO annotations (compressed RLE at the photo's size, xywh box, pixel area)."""
+    """Scored COCO annotations: compressed RLE at the photo's own size, xywh box, pixel area."""
     from faster_coco_eval.core import mask as mask_utils
 
     from zoo.metrics.coco import masks_to_rles
 
     anns = []
-    for j, (rle, label, score) in enumerate(zip(masks_to_rles(result.masks), result.labels, result.scores)):
+    for mask, label, score in zip(result.masks, result.labels, result.scores):
+        rle = masks_to_rles(upscale_mask(mask, result.height, result.width)[None])[0]
         coded = {"size": rle["size"], "counts": rle["counts"].encode("ascii")}
-        anns.append({"id": first_id + j, "image_id": image_id, "category_id": label_to_cat[label],
+        anns.append({"id": first_id + len(anns), "image_id": image_id, "category_id": label_to_cat[label],
                      "segmentation": rle, "bbox": [float(v) for v in mask_utils.toBbox(coded)],
                      "area": float(mask_utils.area(coded)), "score": round(float(score), 5), "iscrowd": 0})
     return anns
@@ -282,7 +289,8 @@ def annotate_photos(run: Any, photos: list[tuple[Path, str]], out: Path, score_t
             overlay = out / "overlays" / (Path(name).with_suffix("").as_posix().replace("/", "__") + ".png")
             with Image.open(path) as photo:
                 draw_overlay(photo, result, names, colors).save(overlay)
-            done.results.append(result)
+            # Only names and labels are needed from here on (counts); the masks are written.
+            done.results.append(replace(result, masks=np.zeros((0, 0, 0), dtype=bool)))
             bar.advance(task)
     return done
 
