@@ -114,6 +114,13 @@ def test_every_linked_image_exists_and_is_a_png(compared: Path) -> None:
     for name in ("ap_vs_latency.png", "per_category_ap.png", "pr_curves.png", "loss_curves.png", "gallery.png",
                  "ap_differences.png"):
         assert name in links
+    # A CommonMark renderer (markdown-it, what rich uses) sees the same images and every table.
+    from markdown_it import MarkdownIt
+
+    tokens = MarkdownIt("commonmark").enable("table").parse(text)
+    images = [c.attrs["src"] for t in tokens if t.type == "inline" for c in t.children or [] if c.type == "image"]
+    assert images == links
+    assert sum(t.type == "table_open" for t in tokens) == len(md_tables(text)) >= 6
 
 
 def test_every_model_was_scored_on_the_same_validation_images(compared: Path) -> None:

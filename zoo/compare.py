@@ -91,7 +91,8 @@ def plan_runs(names: Sequence[str], *, data: str | None, preset: str, overrides:
                 for c in cfgs]
     ref, notes = cfgs[0], []
     for i, cfg in enumerate(cfgs[1:], start=1):
-        changed = [f.name for f in dataclasses.fields(ref.data) if getattr(cfg.data, f.name) != getattr(ref.data, f.name)]
+        changed = [f.name for f in dataclasses.fields(ref.data)
+                   if getattr(cfg.data, f.name) != getattr(ref.data, f.name)]
         if changed or cfg.seed != ref.seed:
             notes.append(f"{cfg.adapter}: data section and seed set to {ref.adapter}'s "
                          f"(differed in {', '.join(changed + (['seed'] if cfg.seed != ref.seed else []))})")

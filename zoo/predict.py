@@ -174,7 +174,8 @@ def coco_annotations(result: PhotoResult, image_id: int, first_id: int,
 
 
 # ---------------------------------------------------------------- counts and co-occurrence
-def count_tables(per_image: list[list[str]], categories: Sequence[str]) -> tuple[dict[str, int], dict[str, int], np.ndarray]:
+def count_tables(per_image: list[list[str]],
+                 categories: Sequence[str]) -> tuple[dict[str, int], dict[str, int], np.ndarray]:
     """Instances per category, images per category, and the co-occurrence matrix ``[K, K]``
     (images containing both categories; the diagonal is images containing the category).
 
@@ -196,7 +197,8 @@ def count_tables(per_image: list[list[str]], categories: Sequence[str]) -> tuple
     return instances, images, co
 
 
-def write_counts(out: Path, results: list[PhotoResult], names: dict[int, str]) -> tuple[list[str], dict[str, int], np.ndarray]:
+def write_counts(out: Path, results: list[PhotoResult],
+                 names: dict[int, str]) -> tuple[list[str], dict[str, int], np.ndarray]:
     """``counts_per_image.csv``, ``counts.csv`` and ``cooccurrence.csv``; categories found, most first."""
     per_image = [[names[lab] for lab in r.labels] for r in results]
     totals: dict[str, int] = {}

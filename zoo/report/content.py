@@ -1,6 +1,6 @@
 """What the comparison report says: its sections, tables and figures, built from the results.
 
-Numbers are formatted by the helpers here only (AP to 3 decimals, milliseconds to 1), so a
+Numbers are formatted by the functions here only (AP to 3 decimals, milliseconds to 1), so a
 reader (or a test) can match every cell to the metrics files it came from.
 """
 
