@@ -178,7 +178,7 @@ def compare(
     preset: Annotated[str, typer.Option(help="cpu or gpu.")] = "cpu",
     report: Annotated[str, typer.Option(help="md or html.")] = "md",
     out: Annotated[Path, typer.Option(help="Report folder.")] = Path("runs/compare"),
-    set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override for every run: key.sub=value.")] = None,
+    set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override for every run: key.sub=value; compare.KEY=VALUE sets compare options (budget_minutes, resamples, ...).")] = None,
 ) -> None:
     """Train (or load) every adapter on one split, score and time them, write a report."""
     from zoo.compare import compare_from_cli

@@ -140,6 +140,7 @@ class Trainer:
             self._optimizer_step(optimizer, scheduler)
             self._after_step(losses, optimizer, seen / (time.perf_counter() - t0))
             if self.stop_requested:
+                st.train_time_s += time.perf_counter() - t0  # before the save, so it is kept
                 self._save("last")
                 return True
         st.train_time_s += time.perf_counter() - t0
