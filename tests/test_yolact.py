@@ -48,7 +48,8 @@ def test_anchor_count_and_layout_per_level() -> None:
         assert torch.allclose(level[2, 1, :, 0], torch.full((3,), 1.5 / w))
         assert torch.allclose(level[2, 1, :, 1], torch.full((3,), 2.5 / h))
         s = scale / 550
-        expected_wh = torch.tensor([[s, s], [s * math.sqrt(0.5), s / math.sqrt(0.5)], [s * math.sqrt(2), s / math.sqrt(2)]])
+        r = math.sqrt(2)
+        expected_wh = torch.tensor([[s, s], [s / r, s * r], [s * r, s / r]])  # ratios 1, 1/2, 2 (w / h)
         assert torch.allclose(level[0, 0, :, 2:], expected_wh)
         assert torch.allclose(level[..., 2:], expected_wh.expand(h, w, 3, 2))  # same shapes in every cell
 

@@ -176,8 +176,10 @@ def _batched_iou(boxes: Tensor) -> Tensor:
     # One coordinate at a time on [C, K, K]: no [C, K, K, 2] temporaries, which dominate on CPU.
     x1, y1, x2, y2 = boxes.unbind(dim=-1)  # each [C, K]
     area = (x2 - x1).clamp(min=0) * (y2 - y1).clamp(min=0)
-    inter_w = (torch.minimum(x2[:, :, None], x2[:, None, :]) - torch.maximum(x1[:, :, None], x1[:, None, :])).clamp_(min=0)
-    inter_h = (torch.minimum(y2[:, :, None], y2[:, None, :]) - torch.maximum(y1[:, :, None], y1[:, None, :])).clamp_(min=0)
+    inter_w = torch.minimum(x2[:, :, None], x2[:, None, :]) - torch.maximum(x1[:, :, None], x1[:, None, :])
+    inter_h = torch.minimum(y2[:, :, None], y2[:, None, :]) - torch.maximum(y1[:, :, None], y1[:, None, :])
+    inter_w.clamp_(min=0)
+    inter_h.clamp_(min=0)
     inter = inter_w.mul_(inter_h)
     union = (area[:, :, None] + area[:, None, :]).sub_(inter).clamp_(min=1e-12)
     return inter.div_(union)

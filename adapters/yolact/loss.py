@@ -107,9 +107,10 @@ def yolact_losses(raw: RawOutput, targets: list[ImageTarget], settings: LossSett
     pos = conf_t > 0
     num_pos = pos.sum().clamp(min=1).float()
 
-    loss_box = F.smooth_l1_loss(raw.deltas[pos], loc_t[pos], reduction="sum") * settings.box_weight
+    # Losses in float32 whatever precision the network ran in (autocast on GPU).
+    loss_box = F.smooth_l1_loss(raw.deltas[pos].float(), loc_t[pos], reduction="sum") * settings.box_weight
 
-    log_probs = F.log_softmax(raw.logits, dim=-1)
+    log_probs = F.log_softmax(raw.logits.float(), dim=-1)
     neg = ohem_negatives(-log_probs[..., 0], conf_t, settings.negpos_ratio)
     chosen = pos | neg
     loss_cls = F.nll_loss(log_probs[chosen], conf_t[chosen], reduction="sum")
@@ -118,7 +119,7 @@ def yolact_losses(raw: RawOutput, targets: list[ImageTarget], settings: LossSett
                      for b in range(len(targets))), raw.protos.new_zeros(()))
     loss_mask = loss_mask * settings.mask_weight
 
-    sem = raw.semantic
+    sem = raw.semantic.float()
     sem_t = torch.stack([t.semantic for t in targets])
     loss_sem = F.binary_cross_entropy_with_logits(sem, sem_t, reduction="sum") / (sem.shape[-1] * sem.shape[-2])
     loss_sem = loss_sem * settings.semantic_weight / len(targets)
@@ -142,7 +143,7 @@ def instance_mask_loss(protos: Tensor, coefs: Tensor, pos: Tensor, idx_t: Tensor
     gt = idx_t[pos_idx]
     boxes = target.boxes[gt]  # [n, 4] relative
     hp, wp, _ = protos.shape
-    logits = protos @ coefs[pos_idx].t()  # [hp, wp, n]
+    logits = (protos @ coefs[pos_idx].t()).float()  # [hp, wp, n]
     mask_t = target.proto_masks[gt].permute(1, 2, 0)  # [hp, wp, n]
     # BCE on logits equals the reference's BCE of the clamped sigmoid, without saturating at 0/1.
     bce = F.binary_cross_entropy_with_logits(logits, mask_t, reduction="none")
