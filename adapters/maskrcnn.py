@@ -138,6 +138,7 @@ class MaskRCNNAdapter(Adapter):
     """torchvision Mask R-CNN; ``num_classes`` foreground labels ``1..C`` (+ background 0)."""
 
     config_cls = MaskRCNNConfig
+    input_size_fields = ("min_size", "max_size")
 
     def __init__(self, cfg: MaskRCNNConfig, num_classes: int) -> None:
         super().__init__(cfg, num_classes)

@@ -74,6 +74,7 @@ class UnetAdapter(Adapter):
     config_cls = UnetConfig
     instance_native = False
     backbone_option = "encoder"
+    input_size_fields = ("input_size",)
 
     def __init__(self, cfg: UnetConfig, num_classes: int) -> None:
         super().__init__(cfg, num_classes)

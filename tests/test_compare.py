@@ -182,7 +182,23 @@ def test_plan_gives_every_run_the_first_runs_data_section_and_seed() -> None:
     # A preset whose own data section differed is named in the report's notes.
     for c in cfgs[1:]:
         own = plan_runs([c.adapter], data="/some/data", preset="cpu", overrides=["seed=7", "data.limit=20"])[0][0]
-        assert (own.data != cfgs[0].data) == any(n.startswith(f"{c.adapter}:") for n in notes)
+        assert (own.data != cfgs[0].data) == any(n.startswith(f"{c.adapter}: data section") for n in notes)
+
+
+@pytest.mark.parametrize("size", [96, 160])
+def test_plan_gives_every_network_the_same_input_size(size: int) -> None:
+    from zoo.adapter import get_adapter
+    from zoo.compare import plan_runs
+
+    names = available_adapters()
+    cfgs, notes = plan_runs(names, data=None, preset="cpu", overrides=[f"data.max_size={size}"])
+    for cfg in cfgs:
+        fields = get_adapter(cfg.adapter).input_size_fields
+        assert fields, f"{cfg.adapter} declares no input_size_fields: compare cannot give it the shared size"
+        assert {getattr(cfg.model, f) for f in fields} == {size}
+        own = plan_runs([cfg.adapter], data=None, preset="cpu", overrides=[])[0][0]
+        differed = any(getattr(own.model, f) != size for f in fields)
+        assert differed == any(n.startswith(f"{cfg.adapter}: network input") for n in notes)
 
 
 def test_a_second_compare_reuses_finished_runs(compared: Path, capsys: pytest.CaptureFixture) -> None:

@@ -48,6 +48,9 @@ class Adapter(nn.Module, ABC):
     # Capabilities, read by the harness and the report (never isinstance checks).
     instance_native: ClassVar[bool] = True  # False: instances are derived from a semantic map
     backbone_option: ClassVar[str] = "backbone"  # the config field naming the backbone/encoder
+    # Config fields that fix the side of the network's input; ``zoo compare`` sets every one of
+    # them to the shared input size so that all models see the same pixels.
+    input_size_fields: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, cfg: Any, num_classes: int) -> None:
         super().__init__()

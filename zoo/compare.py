@@ -97,7 +97,23 @@ def plan_runs(names: Sequence[str], *, data: str | None, preset: str, overrides:
             notes.append(f"{cfg.adapter}: data section and seed set to {ref.adapter}'s "
                          f"(differed in {', '.join(changed + (['seed'] if cfg.seed != ref.seed else []))})")
         cfgs[i] = dataclasses.replace(cfg, data=ref.data, seed=ref.seed)
+    size = int(ref.data.max_size)
+    for i, cfg in enumerate(cfgs):
+        cfgs[i], forced = with_input_size(cfg, size)
+        if forced:
+            notes.append(f"{cfg.adapter}: network input set to the shared {size} px ({', '.join(forced)})")
     return cfgs, notes
+
+
+def with_input_size(cfg: TrainConfig, size: int) -> tuple[TrainConfig, list[str]]:
+    """``cfg`` with every model field of its adapter's ``input_size_fields`` set to ``size``, and
+    the fields that changed (as ``model.NAME was OLD``)."""
+    from zoo.adapter import get_adapter
+
+    fields = get_adapter(cfg.adapter).input_size_fields
+    changed = [f"model.{f} was {getattr(cfg.model, f)}" for f in fields if getattr(cfg.model, f) != size]
+    model = dataclasses.replace(cfg.model, **{f: size for f in fields})
+    return dataclasses.replace(cfg, model=model), changed
 
 
 def _same_config(cfg: TrainConfig, run_dir: Path) -> bool:

@@ -57,6 +57,7 @@ class YolactAdapter(Adapter):
     """YOLACT: backbone C3-C5, FPN P3-P7, protonet on P3, one prediction head shared by all levels."""
 
     config_cls = YolactConfig
+    input_size_fields = ("input_size",)
 
     def __init__(self, cfg: YolactConfig, num_classes: int) -> None:
         super().__init__(cfg, num_classes)
