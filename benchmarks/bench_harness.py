@@ -28,6 +28,7 @@ from zoo.train import distributed as D  # noqa: E402
 from zoo.train.api import load_train_config  # noqa: E402
 from zoo.train.loader import EpochSampler, TrainView, collate, make_loader  # noqa: E402
 from zoo.train.loop import Trainer  # noqa: E402
+from zoo.train.schedule import make_optimizer  # noqa: E402
 from zoo.transforms import to_model_input  # noqa: E402
 
 
@@ -45,23 +46,26 @@ class InMemory(torch.utils.data.Dataset):
         return self.items[i]
 
 
-def bare_loop(adapter, batch, steps: int, lr: float, clip: float | None) -> float:
-    """Seconds per step of the plainest correct loop."""
+def bare_loop(adapter, view, order, steps: int, lr: float, cfg) -> float:
+    """Seconds per step of the plainest correct loop: the same samples in the same order (collated
+    per step, as a loader would), the same optimizer (the config's, from the same factory) and the
+    same clipping as the harness."""
     params = [p for p in adapter.parameters() if p.requires_grad]
-    opt = torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=1e-4)
-    images, targets = batch
+    opt = make_optimizer(params, lr, cfg.optim)
     adapter.train()
     times = []
-    for _ in range(steps):
+    for step in range(steps):
         t0 = time.perf_counter()
+        first = (step * cfg.batch_size) % len(order)  # len(order) is a multiple of the batch size
+        images, targets = collate([view[item] for item in order[first:first + cfg.batch_size]])
         losses = adapter(images, targets)
         sum(losses.values()).backward()
-        if clip is not None:
-            torch.nn.utils.clip_grad_norm_(params, clip)
+        if cfg.optim.clip_grad_norm is not None:
+            torch.nn.utils.clip_grad_norm_(params, cfg.optim.clip_grad_norm)
         opt.step()
         opt.zero_grad(set_to_none=True)
         times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    return statistics.median(times[1:])
 
 
 def harness_steps(cfg, adapter, data, steps: int, out: Path) -> float:
@@ -99,7 +103,8 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     overrides = [f"data.max_size={args.size}", "log_every=1000", "eval_limit=0",
                  f"steps_per_epoch={args.steps + 1}",
-                 'stages=[{"name": "all", "epochs": 1, "lr": 0.001, "layers": "all"}]']
+                 'stages=[{"name": "all", "epochs": 1, "lr": 0.001, "layers": "all", "augment": false}]',
+                 "optim.warmup_steps=0"]
     if args.data:
         overrides.append(f"data.source={args.data}")
     cfg = load_train_config(args.adapter, overrides=overrides)
@@ -109,11 +114,13 @@ def main() -> None:
 
     torch.manual_seed(0)
     adapter = get_adapter(args.adapter)(cfg.model, len(dataset.categories))
-    batch = collate([(to_model_input(im), t) for im, t in (data[i] for i in range(cfg.batch_size))])
+    # The batches the harness draws in epoch 0 (same sampler, no augmentation), in its order.
+    order = list(EpochSampler(list(range(len(data))), cfg.seed, 0))
+    view = TrainView(data, None, cfg.seed)
     bare, harness = [], []
     tmp = Path(tempfile.mkdtemp(prefix="zoo-bench-harness-"))
     for r in range(args.repeats):  # interleaved, so machine noise hits both sides alike
-        bare.append(bare_loop(adapter, batch, args.steps, 1e-3, cfg.optim.clip_grad_norm))
+        bare.append(bare_loop(adapter, view, order, args.steps, 1e-3, cfg))
         harness.append(harness_steps(cfg, adapter, data, args.steps, tmp / str(r)))
     b, h = statistics.median(bare), statistics.median(harness)
     model_ips = cfg.batch_size / b

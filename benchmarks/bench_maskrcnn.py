@@ -9,10 +9,16 @@
    ``--size`` px, for the CPU preset and for the preset network run at ``--size`` inside
    (``min_size = max_size = size``, no downscaling).
 
+3. ``--profile-steps N``: profiles N training steps of the CPU preset (batch 2 of synthetic
+   128 px images, forward + backward + AdamW) with ``torch.profiler`` and prints the operators
+   with the largest share of CPU time; the figures the preset's sampling sizes were chosen from.
+
 Weights are random and the score threshold 0, so every image yields ``detections_per_image``
 instances: the upper bound of the postprocessing work.
 
     .venv/bin/python benchmarks/bench_maskrcnn.py --size 512 --reps 15 --iters 10 --threads 2
+    .venv/bin/python benchmarks/bench_maskrcnn.py --profile-steps 10 --threads 2
+    .venv/bin/python benchmarks/bench_maskrcnn.py --profile-steps 10 --threads 2 --profile-heads torchvision
 """
 
 from __future__ import annotations
@@ -69,6 +75,50 @@ def overhead(cfg: MaskRCNNConfig, size: int, batch: int, reps: int) -> dict[str,
             "instances_per_image": sum(len(p) for p in ours) / batch}
 
 
+def profile_training(cfg: MaskRCNNConfig, steps: int, top: int = 12) -> None:
+    """Profile ``steps`` training steps (after 3 warm-up steps) and print the top operators."""
+    import tempfile
+
+    from torch.profiler import ProfilerActivity, profile
+
+    from zoo.data.dataset import open_dataset
+    from zoo.config import DataConfig
+    from zoo.data.synth import write_synthetic
+    from zoo.train.loader import collate
+    from zoo.transforms import to_model_input
+
+    with tempfile.TemporaryDirectory() as tmp:
+        data = write_synthetic(Path(tmp) / "synth", n=8, size=cfg.max_size, seed=0)
+        dataset = open_dataset(DataConfig(source=str(data), max_size=cfg.max_size))
+        batches = [collate([(to_model_input(im), t) for im, t in (dataset[i], dataset[i + 1])])
+                   for i in range(0, 8, 2)]
+    torch.manual_seed(0)
+    model = MaskRCNNAdapter(cfg, DEFAULT_NUM_CLASSES).train()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+
+    def step(i: int) -> None:
+        images, targets = batches[i % len(batches)]
+        loss = sum(model(images, targets).values())
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+    for i in range(3):
+        step(i)
+    start = time.perf_counter()
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for i in range(steps):
+            step(i)
+    wall = time.perf_counter() - start
+    events = prof.key_averages()
+    total = sum(e.self_cpu_time_total for e in events)
+    print(f"[profile] {steps} training steps of 2 images at {cfg.max_size} px: {1000 * wall / steps:.0f} ms "
+          f"per step (profiled)")
+    print("| operator | share of CPU time | calls per step |\n|---|---:|---:|")
+    for e in sorted(events, key=lambda e: e.self_cpu_time_total, reverse=True)[:top]:
+        print(f"| `{e.key}` | {100 * e.self_cpu_time_total / total:.1f} % | {e.count / steps:.0f} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=512, help="square input side in pixels")
@@ -77,8 +127,22 @@ def main() -> None:
     parser.add_argument("--iters", type=int, default=10, help="timed iterations (throughput)")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     parser.add_argument("--out", type=Path, default=None, help="JSON file for the figures")
+    parser.add_argument("--profile-steps", type=int, default=0,
+                        help="profile this many training steps of the CPU preset instead")
+    parser.add_argument("--profile-heads", choices=["preset", "torchvision"], default="preset",
+                        help="profile the preset's heads or torchvision's defaults (256-channel FPN, "
+                             "512 sampled ROIs, 1024-wide box head, 4 x 256 mask head) at the preset's size")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    if args.profile_steps:
+        cfg = MaskRCNNConfig()
+        if args.profile_heads == "torchvision":
+            cfg = dataclasses.replace(cfg, fpn_channels=256, rpn_batch_size_per_image=256,
+                                      rpn_pre_nms_top_n_train=2000, rpn_post_nms_top_n_train=2000,
+                                      box_batch_size_per_image=512, representation_size=1024,
+                                      mask_head_layers=(256, 256, 256, 256))
+        profile_training(cfg, args.profile_steps)
+        return
 
     # Random weights give no detection above the usual 0.05 score for 46 classes; a 0 threshold keeps
     # detections_per_image (100) per image, the most mask pasting either model ever does.

@@ -260,8 +260,9 @@ def _safe(name: str) -> str:
 
 
 # Seconds kept back from the training budget for scoring, timing and the report: a fixed part
-# plus a part per model (measured on 2 cores: about 20-40 s per model on the embedded dataset).
-RESERVE_S, RESERVE_PER_MODEL_S = 30.0, 40.0
+# plus a part per model (measured on 2 idle cores, embedded dataset: scoring 60 images 5-14 s and
+# timing 3-6 s per model, bootstrap and figures 10 s; a busy machine needs several times that).
+RESERVE_S, RESERVE_PER_MODEL_S = 30.0, 30.0
 
 
 def training_deadline(start: float, budget_s: float | None, i: int, n: int) -> float | None:

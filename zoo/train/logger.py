@@ -10,13 +10,18 @@ BASE_FIELDS = ["kind", "stage", "epoch", "step", "lr", "loss"]
 EPOCH_FIELDS = ["images_per_s", "val_loss", "segm_AP", "segm_AP50", "bbox_AP", "time_s"]
 
 
+def loss_column(name: str) -> str:
+    """The metrics.csv column of the named loss: ``loss_mask`` stays, ``mask`` becomes ``loss_mask``."""
+    return name if name.startswith("loss_") else f"loss_{name}"
+
+
 class MetricsLog:
     """Appends rows to ``metrics.csv``; on resume, rows past the checkpoint's step are dropped."""
 
     def __init__(self, path: Path, loss_names: list[str], resume_step: int | None, tensorboard: bool) -> None:
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
-        self.fields = BASE_FIELDS + [f"loss_{n}" for n in loss_names] + EPOCH_FIELDS
+        self.fields = BASE_FIELDS + [loss_column(n) for n in loss_names] + EPOCH_FIELDS
         if resume_step is not None and path.exists():
             with path.open(newline="") as fh:
                 self.fields = next(csv.reader(fh), self.fields)  # keep the run's own columns

@@ -22,7 +22,7 @@ from zoo.errors import UserError
 from zoo.train import distributed as D
 from zoo.train.checkpoint import FORMAT, save_atomic
 from zoo.train.loader import EpochSampler, TrainView, make_loader, move_batch
-from zoo.train.logger import MetricsLog
+from zoo.train.logger import MetricsLog, loss_column
 from zoo.train.progress import TrainProgress
 from zoo.train.schedule import make_optimizer, make_scheduler
 from zoo.train.state import TrainState, capture_rng, restore_rng
@@ -189,7 +189,7 @@ class Trainer:
             log = self._logger(list(k for k in values if k != "loss"))
             if st.global_step % self.cfg.log_every == 0 or st.step_in_epoch == 1:
                 log.write({"kind": "step", **self._where(), "lr": lr, "loss": values["loss"],
-                           **{f"loss_{k}": v for k, v in values.items() if k != "loss"}, "images_per_s": ips})
+                           **{loss_column(k): v for k, v in values.items() if k != "loss"}, "images_per_s": ips})
         every = self.cfg.checkpoint_every
         if every and st.global_step % every == 0:
             self._save("last")
