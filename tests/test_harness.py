@@ -232,3 +232,17 @@ def test_pretrained_transfer_skips_mismatched_head_layers(synth_dir, tmp_path):
     same = [k for k, v in other.state_dict().items() if k not in mismatched and v.is_floating_point()
             and "running" not in k and "num_batches" not in k]
     assert all(torch.equal(after[k], other.state_dict()[k]) for k in same[:20] if k in after)
+
+
+def test_metrics_csv_names_each_loss_once(tmp_path: Path) -> None:
+    import csv
+
+    from zoo.train.logger import MetricsLog, loss_column
+
+    assert loss_column("loss_mask") == "loss_mask" and loss_column("mask") == "loss_mask"
+    log = MetricsLog(tmp_path / "metrics.csv", ["loss_mask", "dice"], resume_step=None, tensorboard=False)
+    log.write({"kind": "step", "step": 1, "loss": 1.0, "loss_mask": 0.5, "loss_dice": 0.5})
+    with (tmp_path / "metrics.csv").open(newline="") as fh:
+        header = next(csv.reader(fh))
+    assert "loss_mask" in header and "loss_dice" in header
+    assert not any(name.startswith("loss_loss") for name in header)

@@ -27,9 +27,9 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 @dataclass(frozen=True)
-class YolactConfig:
+class YolactConfig(LossSettings):
     """Model options. Defaults are the CPU preset; the paper's values are noted where they differ
-    (``configs/yolact-gpu.yaml`` sets them all)."""
+    (``configs/yolact-gpu.yaml`` sets them all). The loss options are :class:`LossSettings`'."""
 
     backbone: str = "resnet18"  # torchvision ResNet name, or "timm:<name>" [resnet101]
     input_size: int = 192  # square network input [550]
@@ -38,13 +38,6 @@ class YolactConfig:
     num_prototypes: int = 32  # k
     anchor_scales: tuple[float, ...] = (24.0, 48.0, 96.0, 192.0, 384.0)  # pixels at a 550 input, P3..P7
     aspect_ratios: tuple[float, ...] = (1.0, 0.5, 2.0)  # width / height
-    pos_iou: float = 0.5
-    neg_iou: float = 0.4
-    negpos_ratio: int = 3
-    box_weight: float = 1.5
-    mask_weight: float = 6.125
-    semantic_weight: float = 1.0
-    masks_to_train: int = 100  # positives per image that get a mask loss
     score_threshold: float = 0.05
     nms_top_k: int = 200  # candidates per class before Fast NMS
     nms_iou: float = 0.5

@@ -34,7 +34,7 @@ class LossSettings:
     box_weight: float = 1.5
     mask_weight: float = 6.125
     semantic_weight: float = 1.0
-    masks_to_train: int = 100
+    masks_to_train: int = 100  # positives per image that get a mask loss
 
 
 @dataclass
