@@ -7,7 +7,6 @@ per-region feature pooling: one matrix product for all masks, Fast NMS for all c
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,7 +28,7 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 @dataclass(frozen=True)
 class YolactConfig(LossSettings):
     """Model options. Defaults are the CPU preset; the paper's values are noted where they differ
-    (``configs/yolact-gpu.yaml`` sets them all). The loss options are :class:`LossSettings`'."""
+    (``configs/yolact-gpu.yaml`` sets them all). The loss options come from :class:`LossSettings`."""
 
     backbone: str = "resnet18"  # torchvision ResNet name, or "timm:<name>" [resnet101]
     input_size: int = 192  # square network input [550]
@@ -63,7 +62,6 @@ class YolactAdapter(Adapter):
         self.semantic = nn.Conv2d(cfg.fpn_channels, num_classes, 1)
         for part in (self.fpn, self.protonet, self.head, self.semantic):
             init_xavier(part)
-        self.loss_settings = LossSettings(**{f.name: getattr(cfg, f.name) for f in dataclasses.fields(LossSettings)})
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
         self._anchor_cache: dict[tuple, Tensor] = {}
@@ -110,7 +108,7 @@ class YolactAdapter(Adapter):
         sem_hw = tuple(raw.semantic.shape[-2:])
         prepared = [prepare_target(t, (int(im.shape[-2]), int(im.shape[-1])), proto_hw, sem_hw,
                                    self.num_classes, raw.protos.device) for im, t in zip(images, targets)]
-        return yolact_losses(raw, prepared, self.loss_settings)
+        return yolact_losses(raw, prepared, self.cfg)  # the config is a LossSettings
 
     def run_model(self, images: list[Tensor]) -> RawOutput:
         """Network outputs with class probabilities (softmax) in ``logits``' place; see :class:`RawOutput`."""
