@@ -120,11 +120,15 @@ def train(
     set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override: key.sub=value (repeatable).")] = None,
 ) -> None:
     """Train an adapter (staged, checkpointed, resumable; DDP under torchrun)."""
-    from zoo.train.api import train_from_cli
+    from zoo.train.api import interrupted_note, train_from_cli
 
-    _run(train_from_cli, adapter, data=data, config=config, preset=preset, epochs=epochs,
-         steps_per_epoch=steps_per_epoch, batch_size=batch_size, device=device, limit=limit,
-         out=out, resume=resume, overrides=set_ or [])
+    run = _run(train_from_cli, adapter, data=data, config=config, preset=preset, epochs=epochs,
+               steps_per_epoch=steps_per_epoch, batch_size=batch_size, device=device, limit=limit,
+               out=out, resume=resume, overrides=set_ or [])
+    note = interrupted_note(run, adapter)
+    if note:  # Ctrl-C: the run is saved; exit as an interrupted program does (128 + SIGINT)
+        typer.secho(note, fg="yellow", err=True)
+        raise typer.Exit(130)
 
 
 @app.command("eval")

@@ -7,7 +7,7 @@ the other; both run with a score threshold of 0 instead, which makes each fill i
 detections and do its full mask work, as a trained model does on a busy photo.
 
 Head widths are each model's reference ones (``--widths reference``: YOLACT 256-channel FPN and
-protonet; torchvision's Mask R-CNN 256-channel FPN, 1024-wide box head, 4 x 256 mask head,
+protonet, the paper's P3-P7 pyramid and anchors; torchvision's Mask R-CNN 256-channel FPN, 1024-wide box head, 4 x 256 mask head,
 1000 proposals) or each adapter's CPU preset (``--widths preset``).
 
     .venv/bin/python benchmarks/bench_yolact_vs_maskrcnn.py --sizes 550 192 --backbone resnet18 --threads 2
@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import adapters  # noqa: F401  (registers the adapters)
+from adapters.yolact.adapter import PAPER_PYRAMID
 from zoo.build import build_adapter
 from zoo.latency import measure_latency
 
@@ -37,7 +38,7 @@ def model_overrides(name: str, backbone: str, size: int, widths: str) -> dict[st
         out: dict[str, Any] = {"backbone": backbone, "input_size": size, "score_threshold": 0.0,
                                "max_detections": CAP}
         if widths == "reference":
-            out.update(fpn_channels=256, proto_channels=256, num_prototypes=32)
+            out.update(fpn_channels=256, proto_channels=256, num_prototypes=32, **PAPER_PYRAMID)
         return out
     out = {"backbone": backbone, "min_size": size, "max_size": size, "box_score_thresh": 0.0,
            "detections_per_image": CAP}

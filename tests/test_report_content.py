@@ -8,7 +8,7 @@ import numpy as np
 
 from zoo.report.bootstrap import BootstrapResult, Interval
 from zoo.report.collect import ModelResult
-from zoo.report.content import bootstrap_tables, fmt_ap, per_category_table, summary_row, verdict
+from zoo.report.content import bootstrap_tables, fmt_ap, fmt_interval, per_category_table, summary_row, verdict
 
 
 def result(name: str, ap: float, ap50: float, ms: float, per_cat: dict[str, tuple[int, float]] | None = None,
@@ -48,6 +48,25 @@ def test_verdict_reports_ties_and_real_differences() -> None:
     boot.differences = {("a", "b"): Interval(0.05, 0.01, 0.09), ("b", "a"): Interval(-0.05, -0.09, -0.01)}
     assert verdict(rs, boot)[-1] == ("Real differences in mask AP (95% bootstrap interval excludes 0): "
                                      "a > b by 0.050 [0.010, 0.090].")
+
+
+def test_verdict_says_when_the_most_accurate_model_does_not_really_lead() -> None:
+    rs = [result("a", 0.30, 0.5, 10.0), result("b", 0.28, 0.5, 20.0), result("c", 0.10, 0.3, 30.0)]
+    boot = BootstrapResult(("segm", "AP"), 50, 100, 0.95)
+    # Pairs stored in one order only; b - a is the negation of a - b.
+    boot.differences = {("b", "a"): Interval(-0.02, -0.05, 0.01), ("a", "c"): Interval(0.2, 0.1, 0.3),
+                        ("b", "c"): Interval(0.18, 0.08, 0.28)}
+    top = verdict(rs, boot)[0]
+    assert top.startswith("Most accurate: **a** (mask AP 0.300")
+    assert "Its lead over **b** is not real" in top and "**c**" not in top
+    boot.differences[("b", "a")] = Interval(-0.02, -0.03, -0.01)
+    assert "not real" not in verdict(rs, boot)[0]
+
+
+def test_interval_bounds_that_are_not_zero_never_print_as_zero() -> None:
+    assert fmt_interval(Interval(0.006, 0.00042, 0.0121)) == "[0.0004, 0.012]"
+    assert fmt_interval(Interval(0.0, 0.0, 0.01)) == "[0.000, 0.010]"  # an exact 0 stays 0.000
+    assert fmt_interval(Interval(0.1, -0.01, 0.2)) == "[-0.010, 0.200]"
 
 
 def test_bootstrap_and_per_category_tables() -> None:

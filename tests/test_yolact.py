@@ -14,6 +14,7 @@ from torchvision.ops import batched_nms
 
 import adapters  # noqa: F401  (registers "yolact")
 from adapters.yolact import YolactAdapter, YolactConfig
+from adapters.yolact.adapter import PAPER_PYRAMID
 from adapters.yolact.boxes import center_size, crop, decode, encode, fast_nms, make_anchors, match, point_form
 from adapters.yolact.loss import ImageTarget, LossSettings, instance_mask_loss, ohem_negatives
 from adapters.yolact.network import RawOutput
@@ -54,8 +55,22 @@ def test_anchor_count_and_layout_per_level() -> None:
         assert torch.allclose(level[..., 2:], expected_wh.expand(h, w, 3, 2))  # same shapes in every cell
 
 
-def test_network_emits_one_prediction_per_anchor_and_138px_prototypes_at_550() -> None:
-    net = build_adapter("yolact", {**TINY, "input_size": 550}, num_classes=4).eval()
+def test_octaves_multiply_each_level_scale_before_the_ratios() -> None:
+    octaves = (1.0, 2 ** (1 / 3), 2 ** (2 / 3))
+    anchors = make_anchors([(4, 4), (2, 2)], (8, 16), (1.0, 0.5, 2.0), reference_size=64, octaves=octaves)
+    assert anchors.shape == ((16 + 4) * 9, 4)
+    first_cell = anchors[:9]  # level 0, cell (0, 0): octave-major, then ratio
+    assert torch.allclose(first_cell[:, :2], torch.full((9, 2), 0.5 / 4))
+    r = math.sqrt(2)
+    for k, o in enumerate(octaves):
+        s = 8 * o / 64
+        expected = torch.tensor([[s, s], [s / r, s * r], [s * r, s / r]])
+        assert torch.allclose(first_cell[3 * k:3 * k + 3, 2:], expected)
+    assert torch.allclose(anchors[16 * 9, 2:], torch.tensor([16 / 64, 16 / 64]))  # level 1 starts at its scale
+
+
+def test_paper_network_emits_one_prediction_per_anchor_and_138px_prototypes_at_550() -> None:
+    net = build_adapter("yolact", {**TINY, **PAPER_PYRAMID, "input_size": 550}, num_classes=4).eval()
     with torch.no_grad():
         raw = net._network([torch.rand(3, 100, 120)], with_semantic=True)
     a = raw.anchors.shape[0]
@@ -63,6 +78,30 @@ def test_network_emits_one_prediction_per_anchor_and_138px_prototypes_at_550() -
     assert raw.deltas.shape == (1, a, 4) and raw.logits.shape == (1, a, 5) and raw.coefs.shape == (1, a, 8)
     assert raw.protos.shape == (1, 138, 138, 8) and raw.semantic.shape == (1, 4, 69, 69)
     assert raw.coefs.abs().max() <= 1 and raw.protos.min() >= 0  # tanh coefficients, ReLU prototypes
+    # Anchors scale with the input: the P3 anchor of ratio 1 is 24 px of a 550 input.
+    assert torch.allclose(raw.anchors[0, 2:], torch.tensor([24 / 550, 24 / 550]))
+
+
+def test_p2_pyramid_has_nine_anchors_per_cell_in_input_pixels_and_stride_2_prototypes() -> None:
+    net = build_adapter("yolact", {**TINY, "input_size": 128}, num_classes=4).eval()
+    assert net.cfg.min_level == 2 and net.cfg.anchor_reference_size is None  # the CPU preset's defaults
+    with torch.no_grad():
+        raw = net._network([torch.rand(3, 90, 128)], with_semantic=True)
+    a = raw.anchors.shape[0]
+    assert a == 9 * (32**2 + 16**2 + 8**2 + 4**2 + 2**2)  # P2..P6 of a 128 input
+    assert raw.logits.shape == (1, a, 5) and raw.coefs.shape == (1, a, 8)
+    assert raw.protos.shape == (1, 64, 64, 8) and raw.semantic.shape == (1, 4, 32, 32)
+    # The first anchor is model.anchor_scales[0] = 8 pixels of the 128 px network input.
+    assert torch.allclose(raw.anchors[0, 2:], torch.tensor([8 / 128, 8 / 128]))
+
+
+@pytest.mark.parametrize("override, match_text", [
+    ({"min_level": 4}, "model.min_level"),
+    ({"min_level": 2, "anchor_scales": (8.0, 16.0, 32.0)}, "model.anchor_scales"),
+])
+def test_pyramid_settings_are_checked(override: dict, match_text: str) -> None:
+    with pytest.raises(UserError, match=match_text):
+        build_adapter("yolact", {**TINY, **override}, num_classes=3)
 
 
 # ---------------------------------------------------------------- box coding and matching

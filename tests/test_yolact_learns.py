@@ -15,7 +15,7 @@ from zoo.train.api import load_train_config, train
 from zoo.train.run import load_run
 
 IMAGES = 5  # val_fraction 0.2 leaves 4 training images
-IMAGE_SIZE = 192  # synthetic image side = the preset's input size
+IMAGE_SIZE = 128  # synthetic image side = the preset's input size
 EPOCHS, STEPS_PER_EPOCH = 2, 100  # 200 optimizer steps of the preset's batch size (2 images)
 
 

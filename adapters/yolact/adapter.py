@@ -23,6 +23,9 @@ from zoo.types import InstancePred
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+# The paper's pyramid and anchors (configs/yolact-gpu.yaml); the CPU preset differs in these.
+PAPER_PYRAMID: dict[str, Any] = {"min_level": 3, "anchor_scales": (24.0, 48.0, 96.0, 192.0, 384.0),
+                                 "anchor_reference_size": 550.0, "anchor_octaves": (1.0,)}
 
 
 @dataclass(frozen=True)
@@ -31,11 +34,18 @@ class YolactConfig(LossSettings):
     (``configs/yolact-gpu.yaml`` sets them all). The loss options come from :class:`LossSettings`."""
 
     backbone: str = "resnet18"  # torchvision ResNet name, or "timm:<name>" [resnet101]
-    input_size: int = 192  # square network input [550]
+    input_size: int = 128  # square network input [550]
+    # Finest pyramid level: 2 gives P2-P6 (strides 4-64, as Mask R-CNN's FPN) and prototypes at
+    # stride 2, for the small garments of a small input; 3 is the paper's P3-P7, prototypes at stride 4.
+    min_level: int = 2  # [3]
     fpn_channels: int = 64  # FPN, prediction head and semantic head width [256]
     proto_channels: int = 64  # protonet width [256]
     num_prototypes: int = 32  # k
-    anchor_scales: tuple[float, ...] = (24.0, 48.0, 96.0, 192.0, 384.0)  # pixels at a 550 input, P3..P7
+    # Anchor side per level (as many as pyramid levels), in pixels at an input of
+    # ``anchor_reference_size``; None: pixels of the network input (Mask R-CNN's convention).
+    anchor_scales: tuple[float, ...] = (8.0, 16.0, 32.0, 64.0, 128.0)  # [24, 48, 96, 192, 384]
+    anchor_reference_size: float | None = None  # [550: the paper scales anchors by input / 550]
+    anchor_octaves: tuple[float, ...] = (1.0, 2 ** (1 / 3), 2 ** (2 / 3))  # YOLACT++'s three scales per level [1]
     aspect_ratios: tuple[float, ...] = (1.0, 0.5, 2.0)  # width / height
     score_threshold: float = 0.05
     nms_top_k: int = 200  # candidates per class before Fast NMS
@@ -46,7 +56,8 @@ class YolactConfig(LossSettings):
 
 @register("yolact")
 class YolactAdapter(Adapter):
-    """YOLACT: backbone C3-C5, FPN P3-P7, protonet on P3, one prediction head shared by all levels."""
+    """YOLACT: backbone, FPN (P2-P6 or the paper's P3-P7), protonet on the finest level, one
+    prediction head shared by all levels."""
 
     config_cls = YolactConfig
     input_size_fields = ("input_size",)
@@ -55,10 +66,17 @@ class YolactAdapter(Adapter):
         super().__init__(cfg, num_classes)
         if cfg.input_size < 64:
             raise UserError(f"model.input_size: {cfg.input_size} is too small; give at least 64")
-        self.backbone = build_backbone(cfg.backbone)
-        self.fpn = FPN(self.backbone.out_channels, cfg.fpn_channels)
+        if cfg.min_level not in (2, 3):
+            raise UserError(f"model.min_level: {cfg.min_level}; give 2 (P2-P6) or 3 (P3-P7)")
+        backbone_levels = 6 - cfg.min_level  # C_min_level .. C5
+        if len(cfg.anchor_scales) < backbone_levels:
+            raise UserError(f"model.anchor_scales: {len(cfg.anchor_scales)} scales for a pyramid from "
+                            f"P{cfg.min_level}; give one per level, at least {backbone_levels}")
+        self.backbone = build_backbone(cfg.backbone, cfg.min_level)
+        self.fpn = FPN(self.backbone.out_channels, cfg.fpn_channels, len(cfg.anchor_scales) - backbone_levels)
         self.protonet = ProtoNet(cfg.fpn_channels, cfg.proto_channels, cfg.num_prototypes)
-        self.head = PredictionHead(cfg.fpn_channels, num_classes + 1, len(cfg.aspect_ratios), cfg.num_prototypes)
+        anchors_per_cell = len(cfg.aspect_ratios) * len(cfg.anchor_octaves)
+        self.head = PredictionHead(cfg.fpn_channels, num_classes + 1, anchors_per_cell, cfg.num_prototypes)
         self.semantic = nn.Conv2d(cfg.fpn_channels, num_classes, 1)
         for part in (self.fpn, self.protonet, self.head, self.semantic):
             init_xavier(part)
@@ -80,8 +98,10 @@ class YolactAdapter(Adapter):
         sizes = tuple((int(p.shape[-2]), int(p.shape[-1])) for p in levels)
         key = (sizes, str(levels[0].device))
         if key not in self._anchor_cache:
-            self._anchor_cache[key] = make_anchors(sizes, self.cfg.anchor_scales, self.cfg.aspect_ratios,
-                                                   device=levels[0].device)
+            cfg = self.cfg
+            reference = cfg.anchor_reference_size if cfg.anchor_reference_size else float(cfg.input_size)
+            self._anchor_cache[key] = make_anchors(sizes, cfg.anchor_scales, cfg.aspect_ratios, reference,
+                                                   device=levels[0].device, octaves=cfg.anchor_octaves)
         return self._anchor_cache[key]
 
     def _network(self, images: list[Tensor], with_semantic: bool) -> RawOutput:

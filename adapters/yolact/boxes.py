@@ -20,18 +20,20 @@ VARIANCES: tuple[float, float] = (0.1, 0.2)
 
 def make_anchors(feature_sizes: Sequence[tuple[int, int]], scales: Sequence[float],
                  aspect_ratios: Sequence[float], reference_size: float = 550.0,
-                 device: torch.device | str = "cpu") -> Tensor:
+                 device: torch.device | str = "cpu", octaves: Sequence[float] = (1.0,)) -> Tensor:
     """Anchors of every pyramid level, in the order the prediction head emits them.
 
-    Level ``l`` of size ``(h, w)`` gets ``h * w * len(aspect_ratios)`` anchors, row-major over
-    the cells and then over the ratios. An anchor of pixel scale ``s`` and ratio ``r`` (width over
-    height) is ``s * sqrt(r)`` wide and ``s / sqrt(r)`` high at a ``reference_size`` input; the
-    relative size ``s / reference_size`` makes that "scaled by input / 550" for other inputs.
+    Level ``l`` of size ``(h, w)`` gets ``h * w * len(octaves) * len(aspect_ratios)`` anchors,
+    row-major over the cells, then over the octaves, then over the ratios. An anchor of pixel
+    scale ``s``, octave ``o`` and ratio ``r`` (width over height) is ``s * o * sqrt(r)`` wide and
+    ``s * o / sqrt(r)`` high at a ``reference_size`` input; the relative size
+    ``s / reference_size`` makes that "scaled by input / 550" for other inputs.
 
     Args:
         feature_sizes: ``(h, w)`` of each level (P3..P7), as many as ``scales``.
         scales: anchor side in pixels at ``reference_size`` per level (24, 48, 96, 192, 384).
         aspect_ratios: width / height ratios (1, 1/2, 2).
+        octaves: scale multipliers within a level: YOLACT ``(1,)``, YOLACT++ ``(1, 2**(1/3), 2**(2/3))``.
     Returns:
         float32 ``[A, 4]`` centre form ``(cx, cy, w, h)``, relative.
     """
@@ -42,9 +44,9 @@ def make_anchors(feature_sizes: Sequence[tuple[int, int]], scales: Sequence[floa
         ys = (torch.arange(h, dtype=torch.float32, device=device) + 0.5) / h
         xs = (torch.arange(w, dtype=torch.float32, device=device) + 0.5) / w
         cy, cx = torch.meshgrid(ys, xs, indexing="ij")  # [h, w]
-        sizes = torch.tensor([[scale * math.sqrt(r) / reference_size, scale / math.sqrt(r) / reference_size]
-                              for r in aspect_ratios], dtype=torch.float32, device=device)  # [a, 2]
-        centres = torch.stack([cx, cy], dim=-1)[:, :, None, :].expand(h, w, len(aspect_ratios), 2)
+        sizes = torch.tensor([[scale * o * math.sqrt(r) / reference_size, scale * o / math.sqrt(r) / reference_size]
+                              for o in octaves for r in aspect_ratios], dtype=torch.float32, device=device)  # [a, 2]
+        centres = torch.stack([cx, cy], dim=-1)[:, :, None, :].expand(h, w, len(sizes), 2)
         wh = sizes[None, None].expand(h, w, -1, -1)
         levels.append(torch.cat([centres, wh], dim=-1).reshape(-1, 4))
     return torch.cat(levels, dim=0)

@@ -5,7 +5,7 @@
 * masks: BCE of ``sigmoid(P C^T)`` against the matched ground truth at prototype resolution,
   both cropped to the ground-truth box, each instance divided by its box area, x 6.125, at most
   100 positives per image (a random subset, rescaled to count as all of them);
-* semantic: per-class sigmoid BCE of a 1x1 conv on P3, summed over classes, averaged over pixels.
+* semantic: per-class sigmoid BCE of a 1x1 conv on the finest level, summed over classes, averaged over pixels.
 
 Class, box and mask losses are divided by the number of positives in the batch, the semantic loss
 by the batch size, as the reference does.
@@ -45,7 +45,7 @@ class ImageTarget:
         boxes: float ``[N, 4]`` point form, relative to the image size.
         labels: int64 ``[N]`` in ``1..C``.
         proto_masks: float ``[N, hp, wp]`` in {0, 1}, at prototype resolution.
-        semantic: float ``[C, h3, w3]`` in {0, 1}, union of each class's masks at P3 resolution.
+        semantic: float ``[C, h3, w3]`` in {0, 1}, union of each class's masks at the finest level's resolution.
     """
 
     boxes: Tensor

@@ -1,10 +1,12 @@
-"""The YOLACT network: backbone C3-C5, FPN P3-P7, protonet, shared prediction head, semantic head.
+"""The YOLACT network: backbone, FPN, protonet, shared prediction head, semantic head.
 
-Layer shapes follow the reference implementation (``yolact_base_config``): 256-channel FPN with
-1x1 laterals, 3x3 outputs (ReLU) and two stride-2 3x3 convs for P6, P7; a protonet of three 3x3
-convs, a bilinear x2 upsample, one 3x3 conv and a 1x1 conv to ``k`` prototypes (ReLU); one head
-shared by all levels with a 3x3 conv and parallel 3x3 convs for boxes, classes and tanh mask
-coefficients; a 1x1 semantic-segmentation conv on P3 used only by the training loss.
+Layer shapes follow the reference implementation (``yolact_base_config``): an FPN with 1x1
+laterals, 3x3 outputs (ReLU) and stride-2 3x3 convs for the levels above C5; a protonet of three
+3x3 convs, a bilinear x2 upsample, one 3x3 conv and a 1x1 conv to ``k`` prototypes (ReLU); one
+head shared by all levels with a 3x3 conv and parallel 3x3 convs for boxes, classes and tanh mask
+coefficients; a 1x1 semantic-segmentation conv used only by the training loss. The protonet and
+the semantic conv read the finest level: P3 in the paper (P3-P7), P2 when the pyramid starts at
+stride 4 (``min_level=2``: P2-P6, as the FPN of Mask R-CNN) for small objects at small inputs.
 """
 
 from __future__ import annotations
@@ -27,9 +29,9 @@ TORCHVISION_STAGES: dict[str, tuple[str, ...]] = {
 
 
 class TorchvisionResNet(nn.Module):
-    """A torchvision ResNet/ResNeXt (random weights) returning C3, C4, C5 (strides 8, 16, 32)."""
+    """A torchvision ResNet/ResNeXt (random weights) returning C_min_level..C5 (strides 4 or 8 to 32)."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, min_level: int = 3) -> None:
         super().__init__()
         known = [n for n in torchvision.models.list_models(module=torchvision.models)
                  if n.startswith(("resnet", "resnext", "wide_resnet"))]
@@ -39,15 +41,18 @@ class TorchvisionResNet(nn.Module):
         net = torchvision.models.get_model(name, weights=None)
         self.conv1, self.bn1, self.relu, self.maxpool = net.conv1, net.bn1, net.relu, net.maxpool
         self.layer1, self.layer2, self.layer3, self.layer4 = net.layer1, net.layer2, net.layer3, net.layer4
-        self.out_channels = [_block_out(net.layer2), _block_out(net.layer3), _block_out(net.layer4)]
+        self.first = min_level - 2  # index of the first returned stage among C2..C5
+        layers = (net.layer1, net.layer2, net.layer3, net.layer4)
+        self.out_channels = [_block_out(layer) for layer in layers[self.first:]]
 
     def forward(self, x: Tensor) -> list[Tensor]:
-        """``[B, 3, H, W]`` -> ``[C3, C4, C5]``."""
+        """``[B, 3, H, W]`` -> ``[C2, C3, C4, C5]`` from ``min_level`` on (``C_l`` has stride ``2**l``)."""
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
-        c2 = self.layer1(x)
-        c3 = self.layer2(c2)
-        c4 = self.layer3(c3)
-        return [c3, c4, self.layer4(c4)]
+        feats = []
+        for layer in (self.layer1, self.layer2, self.layer3, self.layer4):
+            x = layer(x)
+            feats.append(x)
+        return feats[self.first:]
 
     def stage_groups(self) -> dict[str, list[nn.Parameter]]:
         return {g: [p for m in mods for p in getattr(self, m).parameters()] for g, mods in TORCHVISION_STAGES.items()}
@@ -60,9 +65,10 @@ def _block_out(layer: nn.Sequential) -> int:
 
 
 class TimmBackbone(nn.Module):
-    """A timm model built with ``features_only`` (random weights) returning the stride 8/16/32 maps."""
+    """A timm model built with ``features_only`` (random weights) returning the maps of stride
+    ``2**min_level`` to 32."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, min_level: int = 3) -> None:
         super().__init__()
         import timm
 
@@ -71,9 +77,11 @@ class TimmBackbone(nn.Module):
         except RuntimeError as err:  # timm's "Unknown model" error
             raise UserError(f"model.backbone: timm:{name}: {err}") from None
         strides = self.body.feature_info.reduction()
-        if not all(s in strides for s in (8, 16, 32)):
-            raise UserError(f"model.backbone: timm:{name} has feature strides {strides}; need 8, 16 and 32")
-        self.picks = [strides.index(s) for s in (8, 16, 32)]
+        wanted = [2**level for level in range(min_level, 6)]
+        if not all(s in strides for s in wanted):
+            raise UserError(f"model.backbone: timm:{name} has feature strides {strides}; "
+                            f"need {', '.join(map(str, wanted))} (model.min_level={min_level})")
+        self.picks = [strides.index(s) for s in wanted]
         self.out_channels = [self.body.feature_info.channels()[i] for i in self.picks]
         self._group_by_level = [STRIDE_GROUPS.get(s, "stage5") for s in strides]
 
@@ -95,15 +103,18 @@ class TimmBackbone(nn.Module):
         return {g: ps for g, ps in groups.items() if ps}
 
 
-def build_backbone(name: str) -> TorchvisionResNet | TimmBackbone:
-    """``resnet18`` etc. from torchvision, or ``timm:<name>`` from timm; always random weights."""
+def build_backbone(name: str, min_level: int = 3) -> TorchvisionResNet | TimmBackbone:
+    """``resnet18`` etc. from torchvision, or ``timm:<name>`` from timm; always random weights.
+    Returns the maps ``C_min_level`` to ``C5``."""
     if name.startswith("timm:"):
-        return TimmBackbone(name[len("timm:"):])
-    return TorchvisionResNet(name)
+        return TimmBackbone(name[len("timm:"):], min_level)
+    return TorchvisionResNet(name, min_level)
 
 
 class FPN(nn.Module):
-    """C3-C5 -> P3-P7 with ``channels`` each (P6, P7 by stride-2 3x3 convs from P5, no ReLU)."""
+    """C_l..C5 -> P_l..P5 plus ``extra_levels`` above (stride-2 3x3 convs from P5, no ReLU), ``channels`` each.
+
+    The paper: C3-C5 -> P3-P7 (two extra levels); from C2 with one extra level, P2-P6."""
 
     def __init__(self, in_channels: list[int], channels: int = 256, extra_levels: int = 2) -> None:
         super().__init__()
@@ -113,7 +124,7 @@ class FPN(nn.Module):
                                         for _ in range(extra_levels))
 
     def forward(self, feats: list[Tensor]) -> list[Tensor]:
-        """``[C3, C4, C5]`` -> ``[P3, P4, P5, P6, P7]``."""
+        """``[C3, C4, C5]`` -> ``[P3, P4, P5, P6, P7]`` (or from C2: ``[P2, ..., P6]``), finest first."""
         x = self.lateral[-1](feats[-1])
         merged = [x]
         for lateral, c in zip(reversed(self.lateral[:-1]), reversed(feats[:-1])):
@@ -126,7 +137,7 @@ class FPN(nn.Module):
 
 
 class ProtoNet(nn.Module):
-    """P3 ``[B, c, h, w]`` -> prototypes ``[B, 2h, 2w, k]`` (ReLU), channels last for the mask product."""
+    """Finest level ``[B, c, h, w]`` -> prototypes ``[B, 2h, 2w, k]`` (ReLU), channels last for the mask product."""
 
     def __init__(self, in_channels: int, channels: int = 256, num_prototypes: int = 32) -> None:
         super().__init__()
@@ -170,9 +181,9 @@ class RawOutput:
         deltas: ``[B, A, 4]`` SSD-encoded box regressions.
         logits: ``[B, A, C+1]`` class logits (index 0 = background).
         coefs: ``[B, A, k]`` mask coefficients in ``[-1, 1]``.
-        protos: ``[B, hp, wp, k]`` prototypes (``hp = 2 * P3 height``).
+        protos: ``[B, hp, wp, k]`` prototypes (``hp = 2 *`` the finest level's height).
         anchors: ``[A, 4]`` centre form, relative.
-        semantic: ``[B, C, h3, w3]`` semantic logits on P3 (training only, else None).
+        semantic: ``[B, C, hf, wf]`` semantic logits on the finest level (training only, else None).
     """
 
     deltas: Tensor

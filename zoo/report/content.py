@@ -34,7 +34,24 @@ def fmt_num(value: Any, digits: int = 1) -> str:
 
 
 def fmt_interval(iv: Interval, digits: int = 3) -> str:
-    return f"[{iv.low:.{digits}f}, {iv.high:.{digits}f}]"
+    """``[low, high]``; a bound that is not 0 never prints as 0 (more digits until it shows)."""
+    return f"[{_bound(iv.low, digits)}, {_bound(iv.high, digits)}]"
+
+
+def _bound(value: float, digits: int) -> str:
+    text = f"{value:.{digits}f}"
+    while value != 0 and float(text) == 0 and digits < 8:
+        digits += 1
+        text = f"{value:.{digits}f}"
+    return text
+
+
+def difference(boot: BootstrapResult, a: str, b: str) -> Interval | None:
+    """The interval of ``a - b`` whichever order the bootstrap stored the pair in."""
+    if (a, b) in boot.differences:
+        return boot.differences[(a, b)]
+    iv = boot.differences.get((b, a))
+    return None if iv is None else Interval(-iv.estimate, -iv.high, -iv.low)
 
 
 @dataclass
@@ -92,6 +109,12 @@ def verdict(results: Sequence[ModelResult], boot: BootstrapResult | None) -> lis
     else:
         top = (f"Most accurate: **{results[best].name}** (mask AP {fmt_ap(ap[best])}, "
                f"AP50 {fmt_ap(results[best].metrics['segm']['AP50'])}).")
+        if boot is not None:
+            gaps = {r.name: difference(boot, results[best].name, r.name) for r in results if r is not results[best]}
+            level = [name for name, iv in gaps.items() if iv is not None and not iv.excludes_zero]
+            if level:
+                top += (f" Its lead over {', '.join(f'**{n}**' for n in level)} is not real: the "
+                        f"{int(round(boot.confidence * 100))}% bootstrap interval of the difference includes 0.")
     lines = [top,
              f"Fastest: **{results[fast].name}** ({fmt_num(ms[fast])} ms median per image, "
              f"{fmt_num(results[fast].bench['images_per_s'])} images/s).",

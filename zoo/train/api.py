@@ -185,3 +185,13 @@ def train_from_cli(adapter: str, *, data: str | None, config: Path | None, prese
 
     Console(stderr=True).print(f"run folder: {run}")
     return run
+
+
+def interrupted_note(run: Path, adapter: str) -> str | None:
+    """For a run stopped by Ctrl-C, one line saying where it stopped and how to continue; else None."""
+    path = run / "summary.json"
+    summary = json.loads(path.read_text()) if path.is_file() else {}
+    if summary.get("stopped_reason") != "interrupted":
+        return None
+    return (f"interrupted at step {summary.get('global_step')}; continue with: "
+            f"zoo train {adapter} --out {run} --resume")
