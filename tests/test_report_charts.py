@@ -38,6 +38,13 @@ def test_per_category_ap_grows_with_categories(tmp_path: Path) -> None:
     assert h_many > 2 * h_few  # one row per category keeps the names readable
 
 
+def test_loss_panels_switch_to_log_scale_when_the_first_drop_would_flatten_the_rest() -> None:
+    assert charts.wants_log_scale([140.0, 20.0, 12.0, 9.3])  # a one-stage detector's first steps
+    assert not charts.wants_log_scale([6.1, 2.4, 1.8])  # Mask R-CNN's: linear is readable
+    assert not charts.wants_log_scale([0.5, 0.0, 8.0])  # a zero loss cannot go on a log axis
+    assert not charts.wants_log_scale([float("nan"), 3.0, 2.0]) and not charts.wants_log_scale([])
+
+
 def test_loss_curves_and_pr_curves(tmp_path: Path) -> None:
     x = np.arange(10)
     curves = {n: [charts.Curve("train", x, np.exp(-x / 5)), charts.Curve("val", x[::3], np.exp(-x[::3] / 5), True)]

@@ -118,6 +118,13 @@ class Curve:
     dashed: bool = False
 
 
+def wants_log_scale(values: Sequence[float], span: float = 10.0) -> bool:
+    """True when positive values span more than ``span`` times: a first steep drop would flatten
+    the rest of a linear plot (a one-stage detector starts at 100x its later loss)."""
+    finite = [v for v in values if np.isfinite(v)]
+    return bool(finite) and min(finite) > 0 and max(finite) / min(finite) > span
+
+
 def loss_curves(curves: dict[str, list[Curve]], path: Path, *, xlabel: str = "optimizer step") -> Path:
     """One panel per model (loss scales differ between architectures), curves inside it."""
     names = list(curves)
@@ -130,7 +137,10 @@ def loss_curves(curves: dict[str, list[Curve]], path: Path, *, xlabel: str = "op
                     linestyle="--" if curve.dashed else "-", label=curve.label)
         ax.set_title(name, fontsize=10)
         ax.set_xlabel(xlabel)
-        ax.set_ylabel("loss")
+        log = wants_log_scale([v for curve in curves[name] for v in curve.y])
+        if log:
+            ax.set_yscale("log")
+        ax.set_ylabel("loss (log scale)" if log else "loss")
         ax.grid(True, alpha=0.3)
         if curves[name]:
             ax.legend(fontsize=7)
