@@ -65,7 +65,8 @@ def main() -> None:
         image, target = dataset[i]
         h, w = image.shape[-2:]
         b = torch.as_tensor(target["boxes"]).as_subclass(torch.Tensor).float().reshape(-1, 4)
-        boxes.append((b / torch.tensor([w, h, w, h]), torch.as_tensor(target["labels"]).as_subclass(torch.Tensor)))
+        labels = torch.as_tensor(target["labels"]).as_subclass(torch.Tensor)
+        boxes.append((b / torch.tensor([w, h, w, h]), labels))
     sides = torch.cat([(b[:, 2:] - b[:, :2]) * args.size for b, _ in boxes])
     print(f"{sum(len(b) for b, _ in boxes)} boxes in {len(boxes)} images at {args.size} px; "
           f"box width median {sides[:, 0].median():.1f} px, height median {sides[:, 1].median():.1f} px")

@@ -114,6 +114,7 @@ def test_every_linked_image_exists_and_is_a_png(compared: Path) -> None:
     for name in ("ap_vs_latency.png", "per_category_ap.png", "pr_curves.png", "loss_curves.png", "gallery.png",
                  "ap_differences.png"):
         assert name in links
+    assert "predictions in red (score >= 0.5)" in text  # the gallery says which predictions it draws
     # A CommonMark renderer (markdown-it, what rich uses) sees the same images and every table.
     from markdown_it import MarkdownIt
 

@@ -38,6 +38,13 @@ def test_per_category_ap_grows_with_categories(tmp_path: Path) -> None:
     assert h_many > 2 * h_few  # one row per category keeps the names readable
 
 
+def test_per_category_axis_fits_the_largest_ap() -> None:
+    assert charts.ap_axis_limit([0.0, 0.192, 0.129]) == 0.3  # the default demo's APs
+    assert charts.ap_axis_limit([0.02, 0.04]) == 0.05
+    assert charts.ap_axis_limit([0.95, 0.3]) == 1.0 and charts.ap_axis_limit([1.0]) == 1.0
+    assert charts.ap_axis_limit([]) == 0.05 and charts.ap_axis_limit([float("nan")]) == 0.05
+
+
 def test_loss_panels_switch_to_log_scale_when_the_first_drop_would_flatten_the_rest() -> None:
     assert charts.wants_log_scale([140.0, 20.0, 12.0, 9.3])  # a one-stage detector's first steps
     assert not charts.wants_log_scale([6.1, 2.4, 1.8])  # Mask R-CNN's: linear is readable

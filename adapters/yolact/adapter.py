@@ -99,7 +99,7 @@ class YolactAdapter(Adapter):
         key = (sizes, str(levels[0].device))
         if key not in self._anchor_cache:
             cfg = self.cfg
-            reference = cfg.anchor_reference_size if cfg.anchor_reference_size else float(cfg.input_size)
+            reference = cfg.anchor_reference_size or float(cfg.input_size)  # None: input pixels
             self._anchor_cache[key] = make_anchors(sizes, cfg.anchor_scales, cfg.aspect_ratios, reference,
                                                    device=levels[0].device, octaves=cfg.anchor_octaves)
         return self._anchor_cache[key]

@@ -45,7 +45,8 @@ class ImageTarget:
         boxes: float ``[N, 4]`` point form, relative to the image size.
         labels: int64 ``[N]`` in ``1..C``.
         proto_masks: float ``[N, hp, wp]`` in {0, 1}, at prototype resolution.
-        semantic: float ``[C, h3, w3]`` in {0, 1}, union of each class's masks at the finest level's resolution.
+        semantic: float ``[C, hf, wf]`` in {0, 1}, union of each class's masks at the finest level's
+            resolution.
     """
 
     boxes: Tensor

@@ -76,6 +76,13 @@ def ap_vs_latency(names: Sequence[str], latency_ms: Sequence[float], ap: Sequenc
     return _save(fig, path)
 
 
+def ap_axis_limit(values: Sequence[float], steps: Sequence[float] = (0.05, 0.1, 0.2, 0.3, 0.5, 1.0)) -> float:
+    """The smallest of ``steps`` that holds every value with a margin: APs of 0.01-0.2 get an axis
+    on which they can be told apart, instead of slivers on a 0-1 axis."""
+    top = max((v for v in values if math.isfinite(v)), default=0.0)
+    return next((s for s in steps if top * 1.1 <= s), steps[-1])
+
+
 def per_category_ap(per_category: dict[str, dict[str, float]], path: Path, *,
                     xlabel: str = "mask AP") -> Path:
     """Horizontal grouped bars: one row per category, one bar per model.
@@ -85,6 +92,7 @@ def per_category_ap(per_category: dict[str, dict[str, float]], path: Path, *,
             in the validation split) is drawn as no bar. Categories appear in first-seen order.
     """
     names = list(per_category)
+    drawn: list[float] = []
     cats: list[str] = []
     for scores in per_category.values():
         cats += [c for c in scores if c not in cats]
@@ -96,12 +104,13 @@ def per_category_ap(per_category: dict[str, dict[str, float]], path: Path, *,
     for k, name in enumerate(names):
         vals = [per_category[name].get(c, float("nan")) for c in cats]
         vals = [v if (v is not None and math.isfinite(v) and v >= 0) else 0.0 for v in vals]
+        drawn += vals
         ax.barh(y + (k - (len(names) - 1) / 2) * height, vals, height=height, color=colors[name], label=name)
     ax.set_yticks(y, labels=cats, fontsize=8)
     ax.invert_yaxis()
     ax.set_xlabel(xlabel)
     ax.set_ylabel("category")
-    ax.set_xlim(0, 1)
+    ax.set_xlim(0, ap_axis_limit(drawn))
     ax.set_title("Per-category mask AP on the validation split", fontsize=10)
     ax.grid(True, axis="x", alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")

@@ -70,6 +70,7 @@ class Context:
     versions: dict[str, str]
     notes: list[str] = field(default_factory=list)
     n_resamples: int = 0
+    gallery_score: float = 0.5  # the gallery draws predictions scoring at least this
     timings: dict[str, float] = field(default_factory=dict)  # seconds per phase of the comparison
 
 
@@ -222,6 +223,7 @@ def build_document(results: Sequence[ModelResult], boot: BootstrapResult | None,
         doc.add(Figure(figs.loss, "Training loss per step and validation loss per epoch (metrics.csv of each run)"))
     if figs.gallery:
         doc.add(Heading("Gallery"), Figure(figs.gallery, "The same validation images for every model: "
-                                           "ground truth in green, predictions in red"))
+                                           "ground truth in green, predictions in red (score >= "
+                                           f"{ctx.gallery_score:g})"))
     doc.add(Heading("What was compared"), *context_blocks(ctx, results))
     return doc

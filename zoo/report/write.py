@@ -166,6 +166,7 @@ def write_report(results: Sequence[ModelResult], ctx: Context, out: Path, fmt: s
     boot = run_bootstrap(gt, preds, settings, progress)
     ctx.timings["bootstrap"] = time.perf_counter() - tic
     ctx.n_resamples = settings.resamples
+    ctx.gallery_score = settings.gallery_score
     on_phase("drawing the charts and the gallery")
     tic = time.perf_counter()
     figs = draw_figures(results, boot, gt, preds, dataset, out, settings)
