@@ -53,13 +53,12 @@ def test_verdict_reports_ties_and_real_differences() -> None:
 def test_verdict_says_when_the_most_accurate_model_does_not_really_lead() -> None:
     rs = [result("a", 0.30, 0.5, 10.0), result("b", 0.28, 0.5, 20.0), result("c", 0.10, 0.3, 30.0)]
     boot = BootstrapResult(("segm", "AP"), 50, 100, 0.95)
-    # Pairs stored in one order only; b - a is the negation of a - b.
-    boot.differences = {("b", "a"): Interval(-0.02, -0.05, 0.01), ("a", "c"): Interval(0.2, 0.1, 0.3),
+    boot.differences = {("a", "b"): Interval(0.02, -0.01, 0.05), ("a", "c"): Interval(0.2, 0.1, 0.3),
                         ("b", "c"): Interval(0.18, 0.08, 0.28)}
     top = verdict(rs, boot)[0]
     assert top.startswith("Most accurate: **a** (mask AP 0.300")
     assert "Its lead over **b** is not real" in top and "**c**" not in top
-    boot.differences[("b", "a")] = Interval(-0.02, -0.03, -0.01)
+    boot.differences[("a", "b")] = Interval(0.02, 0.01, 0.03)
     assert "not real" not in verdict(rs, boot)[0]
 
 

@@ -46,14 +46,6 @@ def _bound(value: float, digits: int) -> str:
     return text
 
 
-def difference(boot: BootstrapResult, a: str, b: str) -> Interval | None:
-    """The interval of ``a - b`` whichever order the bootstrap stored the pair in."""
-    if (a, b) in boot.differences:
-        return boot.differences[(a, b)]
-    iv = boot.differences.get((b, a))
-    return None if iv is None else Interval(-iv.estimate, -iv.high, -iv.low)
-
-
 @dataclass
 class Context:
     """What was compared: shown in the report's last section."""
@@ -111,7 +103,9 @@ def verdict(results: Sequence[ModelResult], boot: BootstrapResult | None) -> lis
         top = (f"Most accurate: **{results[best].name}** (mask AP {fmt_ap(ap[best])}, "
                f"AP50 {fmt_ap(results[best].metrics['segm']['AP50'])}).")
         if boot is not None:
-            gaps = {r.name: difference(boot, results[best].name, r.name) for r in results if r is not results[best]}
+            # bootstrap_ap stores every ordered pair, so (best, other) is always there.
+            lead = results[best].name
+            gaps = {r.name: boot.differences.get((lead, r.name)) for r in results if r.name != lead}
             level = [name for name, iv in gaps.items() if iv is not None and not iv.excludes_zero]
             if level:
                 top += (f" Its lead over {', '.join(f'**{n}**' for n in level)} is not real: the "
