@@ -13,7 +13,8 @@ from torchvision.transforms import v2
 
 from zoo.config import DataConfig
 from zoo.data import dataset as dataset_module
-from zoo.data.decode import DataWarning, ResizeSpec, boxes_from_masks
+from zoo.boxes import mask_boxes
+from zoo.data.decode import DataWarning, ResizeSpec
 from zoo.data.dataset import open_dataset
 from zoo.data.rle import TargetGrid, decode_runs_at_size, encode_kaggle_rle, parse_kaggle_rle, sample_indices
 from zoo.errors import DataError
@@ -43,7 +44,7 @@ def test_synthetic_items_follow_the_target_contract(synth_dir: Path) -> None:
         assert target["masks"].dtype == torch.uint8
         assert isinstance(target["boxes"], tv_tensors.BoundingBoxes) and target["boxes"].shape == (n, 4)
         assert target["boxes"].format == tv_tensors.BoundingBoxFormat.XYXY
-        assert torch.equal(target["boxes"], torch.from_numpy(boxes_from_masks(target["masks"].numpy())))
+        assert torch.equal(target["boxes"], torch.from_numpy(mask_boxes(target["masks"])))
         assert len(target["attributes"]) == n and target["image_id"] == i
         seen_attributes |= any(target["attributes"])
     assert seen_attributes
@@ -133,7 +134,7 @@ def test_transforms_v2_move_image_boxes_and_masks_together(synth_dir: Path) -> N
     flipped_image, flipped = v2.RandomHorizontalFlip(p=1.0)(image, target)
     assert torch.equal(flipped_image, image.flip(-1))
     assert torch.equal(flipped["masks"], target["masks"].flip(-1))
-    assert torch.equal(flipped["boxes"], torch.from_numpy(boxes_from_masks(flipped["masks"].numpy())))
+    assert torch.equal(flipped["boxes"], torch.from_numpy(mask_boxes(flipped["masks"])))
 
 
 def test_embedded_dataset_is_generated_once_under_zoo_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

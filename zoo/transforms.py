@@ -14,10 +14,10 @@ from typing import Any
 import torch
 from torch import Tensor
 from torchvision import tv_tensors
-from torchvision.ops import masks_to_boxes
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
+from zoo.boxes import mask_boxes
 from zoo.config import AugmentConfig
 
 
@@ -85,12 +85,10 @@ def tighten_and_drop(target: dict[str, Any]) -> dict[str, Any]:
     keep = masks.flatten(1).bool().any(1) if masks.numel() else torch.zeros(masks.shape[0], dtype=torch.bool)
     masks = masks[keep]
     h, w = masks.shape[-2:]
-    boxes = masks_to_boxes(masks) if len(masks) else torch.zeros((0, 4))
-    # masks_to_boxes gives inclusive pixel indices; boxes are exclusive on the right/bottom edge.
-    boxes = boxes + torch.tensor([0.0, 0.0, 1.0, 1.0]) if len(boxes) else boxes
+    boxes = torch.from_numpy(mask_boxes(masks))
     out = dict(target)
     out["masks"] = tv_tensors.Mask(masks)
-    out["boxes"] = tv_tensors.BoundingBoxes(boxes.float(), format="XYXY", canvas_size=(h, w))
+    out["boxes"] = tv_tensors.BoundingBoxes(boxes, format="XYXY", canvas_size=(h, w))
     out["labels"] = target["labels"][keep]
     attrs = target.get("attributes", [[] for _ in range(len(keep))])
     out["attributes"] = [a for a, k in zip(attrs, keep.tolist()) if k]

@@ -13,7 +13,9 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 from pycocotools import mask as mask_util
 
-from zoo.data.rle import TargetGrid, coco_rle_runs, decode_runs_at_size, parse_kaggle_rle
+from zoo.boxes import mask_boxes
+from zoo.data.rle import (TargetGrid, coco_rle_runs, coco_rle_size, decode_coco_rle, decode_runs_at_size,
+                          parse_kaggle_rle)
 from zoo.data.sources import ImageRecord
 from zoo.errors import DataError
 
@@ -116,6 +118,8 @@ def decode_segmentation(segmentation: Any, grid: tuple[int, int], out_hw: tuple[
         starts, lengths = parse_kaggle_rle(segmentation, base=rle_base, where=where)
         grid_h, grid_w = grid
     elif isinstance(segmentation, dict):
+        if coco_rle_size(segmentation, where) == (out_h, out_w):  # e.g. a cache read at its own size
+            return decode_coco_rle(segmentation, where)
         (starts, lengths), grid_h, grid_w = coco_rle_runs(segmentation, where)
     elif isinstance(segmentation, list):
         return _decode_polygons(segmentation, grid[0], grid[1], out_h, out_w, where)
@@ -152,19 +156,6 @@ def decode_masks(record: ImageRecord, out_h: int, out_w: int, source_hw: tuple[i
     return masks
 
 
-def boxes_from_masks(masks: np.ndarray) -> np.ndarray:
-    """Tight XYXY boxes float32 ``[N, 4]`` of masks ``[N, H, W]`` (x2/y2 exclusive: pixel edges)."""
-    n = masks.shape[0]
-    if n == 0:
-        return np.zeros((0, 4), dtype=np.float32)
-    rows, cols = masks.any(axis=2), masks.any(axis=1)
-    y1 = rows.argmax(axis=1)
-    y2 = masks.shape[1] - rows[:, ::-1].argmax(axis=1)
-    x1 = cols.argmax(axis=1)
-    x2 = masks.shape[2] - cols[:, ::-1].argmax(axis=1)
-    return np.stack([x1, y1, x2, y2], axis=1).astype(np.float32)
-
-
 def instance_arrays(record: ImageRecord, masks: np.ndarray, label_of: dict[int, int]) -> dict[str, Any]:
     """Labels, boxes and attributes of the non-empty masks (instances that vanish at the target
     size are dropped: an empty mask has no box and only teaches the model noise)."""
@@ -178,7 +169,7 @@ def instance_arrays(record: ImageRecord, masks: np.ndarray, label_of: dict[int, 
     masks = masks[keep]
     return {
         "masks": masks,
-        "boxes": boxes_from_masks(masks),
+        "boxes": mask_boxes(masks),
         "labels": np.asarray([labels[i] for i in kept], dtype=np.int64),
         "attributes": [list(record.instances[i].attributes) for i in kept],
         "dropped": len(record.instances) - len(kept),
