@@ -11,11 +11,12 @@ import torchvision
 from torchvision import tv_tensors
 
 import adapters  # noqa: F401  (registers "unet")
-from adapters.unet import UnetAdapter, UnetConfig, UnetRaw, load_encoder_weights
+from adapters.unet import UnetAdapter, UnetConfig, load_encoder_weights
 from zoo.adapter import GROUP_ORDER, set_trainable
 from zoo.build import build_adapter
 from zoo.config import load_yaml, train_config_from_dict
 from zoo.errors import UserError
+from zoo.semantic import SemanticRaw
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
@@ -48,7 +49,7 @@ def test_overlapping_instances_make_a_multilabel_target(unet: UnetAdapter) -> No
     masks[0, 5:30, 5:40] = 1  # shirt (label 1)
     masks[1, 10:20, 5:15] = 1  # sleeve on the shirt (label 3)
     masks[2, 32:38, 40:48] = 1  # a second shirt
-    maps = unet._target_maps([_target(masks, [1, 3, 1])], [(40, 50)], (64, 64))
+    maps = unet.target_maps([_target(masks, [1, 3, 1])], [(40, 50)], (64, 64))
     assert maps.shape == (1, 3, 64, 64)
     assert torch.equal(maps[0, 0, :40, :50], (masks[0] | masks[2]).float())
     assert torch.equal(maps[0, 2, :40, :50], masks[1].float())
@@ -85,7 +86,7 @@ def test_two_separated_blobs_of_one_class_become_two_instances(unet: UnetAdapter
     probs = _probs(3, 64, 64)
     probs[0, 1, 5:20, 5:20] = 0.9
     probs[0, 1, 40:60, 30:62] = 0.7
-    (pred,) = unet.postprocess(UnetRaw(probs, [(64, 64)]), [(64, 64)])
+    (pred,) = unet.postprocess(SemanticRaw(probs, [(64, 64)]), [(64, 64)])
     assert pred.labels.tolist() == [2, 2]
     assert pred.scores.tolist() == pytest.approx([0.9, 0.7])
     assert pred.boxes.tolist() == [[5, 5, 20, 20], [30, 40, 62, 60]]
@@ -97,7 +98,7 @@ def test_overlapping_categories_both_survive(unet: UnetAdapter) -> None:
     probs = _probs(3, 64, 64)
     probs[0, 0, 10:50, 10:50] = 0.8  # shirt
     probs[0, 2, 15:30, 10:25] = 0.95  # sleeve lying on the shirt
-    (pred,) = unet.postprocess(UnetRaw(probs, [(64, 64)]), [(64, 64)])
+    (pred,) = unet.postprocess(SemanticRaw(probs, [(64, 64)]), [(64, 64)])
     assert sorted(pred.labels.tolist()) == [1, 3]
     shirt, sleeve = pred.masks[pred.labels == 1][0], pred.masks[pred.labels == 3][0]
     assert (shirt & sleeve).sum() == 15 * 15  # the sleeve's pixels are also shirt pixels
@@ -110,10 +111,10 @@ def test_small_components_dropped_and_opening_splits_a_bridge() -> None:
     probs[0, 0, 20:40, 5:25] = 0.9
     probs[0, 0, 29, 25:40] = 0.9  # a one-pixel bridge
     probs[0, 0, 20:40, 40:60] = 0.9
-    (plain,) = adapter.postprocess(UnetRaw(probs, [(64, 64)]), [(64, 64)])
+    (plain,) = adapter.postprocess(SemanticRaw(probs, [(64, 64)]), [(64, 64)])
     assert len(plain) == 1  # the bridge joins the blobs; the speck is dropped
     opened = build_adapter("unet", {"min_area": 30, "opening": 1}, num_classes=1).eval()
-    (split,) = opened.postprocess(UnetRaw(probs, [(64, 64)]), [(64, 64)])
+    (split,) = opened.postprocess(SemanticRaw(probs, [(64, 64)]), [(64, 64)])
     assert len(split) == 2
 
 
@@ -121,7 +122,7 @@ def test_masks_come_back_at_the_image_size_without_padding(unet: UnetAdapter) ->
     probs = _probs(3, 64, 64)
     probs[0, 0, 0:20, 0:24] = 0.9
     probs[0, 0, 20:, :] = 0.99  # padding below the valid 20x32 region must be ignored
-    (pred,) = unet.postprocess(UnetRaw(probs, [(20, 32)]), [(40, 64)])
+    (pred,) = unet.postprocess(SemanticRaw(probs, [(20, 32)]), [(40, 64)])
     assert pred.masks.shape == (1, 40, 64)
     assert pred.boxes[0, 0] == 0 and pred.boxes[0, 3] == 40
     assert 44 <= float(pred.boxes[0, 2]) <= 52  # 24 of 32 columns -> about 48 of 64

@@ -1,0 +1,151 @@
+"""The base class of the semantic family: a network that predicts one map per category.
+
+A subclass supplies its network (:meth:`SemanticAdapter.build_network`) and its parameter groups
+(:meth:`~zoo.adapter.Adapter.param_groups`, usually :func:`zoo.semantic.stages.backbone_groups`);
+everything else is shared here: input sizing, multi-label targets, the BCE + Dice loss, and
+``postprocess`` turning the maps into instances so that the shared evaluator scores a semantic
+model with the same mask AP as the instance models.
+"""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from zoo.adapter import Adapter
+from zoo.errors import UserError
+from zoo.semantic.batching import network_batch
+from zoo.semantic.instances import probs_to_instances
+from zoo.semantic.targets import BceDiceLoss, multilabel_targets
+from zoo.types import InstancePred
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class SemanticConfig:
+    """Options every semantic model shares; a model's own config dataclass extends this one."""
+
+    input_size: int | None = None  # longest side fed to the network (None: the size given)
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    bce_weight: float = 1.0  # 0 leaves the BCE term out
+    dice_weight: float = 1.0  # 0 leaves the Dice term out
+    mask_threshold: float = 0.5  # probability above which a pixel belongs to a category
+    min_area: int = 16  # components smaller than this (pixels at the output size) are dropped
+    opening: int = 0  # radius of a morphological opening before labelling (0: none)
+    max_instances: int = 100  # per image, highest scores kept (COCO scores at most 100)
+
+
+@dataclass
+class SemanticRaw:
+    """What ``run_model`` hands to ``postprocess``.
+
+    Attributes:
+        probs: float32 ``[B, C, Hp, Wp]`` sigmoid probabilities of the padded batch.
+        valid: per image, the ``(h, w)`` of its resized, unpadded region inside ``probs``.
+    """
+
+    probs: Tensor
+    valid: list[tuple[int, int]]
+
+
+class SemanticAdapter(Adapter):
+    """A network with C sigmoid channels (multi-label); instances come from connected components.
+
+    Batch norms whose weights are frozen (a frozen backbone stage) keep their running statistics
+    in train mode, and a batch norm that sees one value per channel (one image pooled to 1x1, as
+    in DeepLabV3's image pooling) normalises with its running statistics instead of failing.
+    """
+
+    config_cls: ClassVar[type] = SemanticConfig
+    instance_native = False
+    input_size_fields = ("input_size",)
+
+    def __init__(self, cfg: SemanticConfig, num_classes: int) -> None:
+        super().__init__(cfg, num_classes)
+        if cfg.bce_weight < 0 or cfg.dice_weight < 0 or cfg.bce_weight + cfg.dice_weight == 0:
+            raise UserError("model.bce_weight/model.dice_weight: need non-negative weights, at least one > 0")
+        self.net = self.build_network()
+        self.loss = BceDiceLoss(cfg.bce_weight, cfg.dice_weight)
+        self.register_buffer("mean", torch.tensor(cfg.mean).view(3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(cfg.std).view(3, 1, 1), persistent=False)
+        self.multiple = self.input_multiple()
+        for m in self.net.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.register_forward_pre_hook(_single_value_norm_to_eval)
+                m.register_forward_hook(_single_value_norm_back)
+
+    @abstractmethod
+    def build_network(self) -> nn.Module:
+        """The network (stored as ``self.net``): normalised float32 ``[B, 3, H, W]`` -> logits
+        ``[B, C, H', W']`` with ``C = self.num_classes``; logits at another size than the input
+        are resized to it (bilinear). ``self.cfg`` and ``self.num_classes`` are set."""
+
+    def input_multiple(self) -> int:
+        """Input sides are zero-padded to a multiple of this (the network's total stride); 1: any size."""
+        return 1
+
+    def logits(self, batch: Tensor) -> Tensor:
+        """float32 logits ``[B, C, Hp, Wp]`` of a padded batch ``[B, 3, Hp, Wp]``."""
+        out = self.net(batch).float()
+        if out.shape[-2:] != batch.shape[-2:]:
+            out = F.interpolate(out, size=batch.shape[-2:], mode="bilinear", align_corners=False)
+        return out
+
+    def target_maps(self, targets: list[dict[str, Any]], valid: list[tuple[int, int]],
+                    padded: tuple[int, int]) -> Tensor:
+        """Multi-label maps ``[B, C, Hp, Wp]`` (see :func:`zoo.semantic.targets.multilabel_targets`)."""
+        return multilabel_targets(targets, self.num_classes, valid, padded, self.mean.device)
+
+    def forward(self, images: list[Tensor], targets: list[dict[str, Any]]) -> dict[str, Tensor]:
+        """Losses ``{"loss_bce", "loss_dice"}`` (weighted) for B images and their targets."""
+        batch, valid = network_batch(images, self.mean, self.std, self.cfg.input_size, self.multiple)
+        logits = self.logits(batch)
+        return self.loss(logits, self.target_maps(targets, valid, tuple(batch.shape[-2:])))
+
+    def run_model(self, images: list[Tensor]) -> SemanticRaw:
+        """Sigmoid probabilities of the padded batch (see :class:`SemanticRaw`)."""
+        batch, valid = network_batch(images, self.mean, self.std, self.cfg.input_size, self.multiple)
+        return SemanticRaw(probs=torch.sigmoid(self.logits(batch)), valid=valid)
+
+    def postprocess(self, raw: SemanticRaw, sizes: list[tuple[int, int]]) -> list[InstancePred]:
+        """Instances per image: masks bool ``[N, H, W]`` at each ``(H, W)`` in ``sizes``."""
+        cfg = self.cfg
+        return [probs_to_instances(probs[:, :h, :w], size, threshold=cfg.mask_threshold, min_area=cfg.min_area,
+                                   opening=cfg.opening, max_instances=cfg.max_instances)
+                for probs, (h, w), size in zip(raw.probs, raw.valid, sizes)]
+
+    def train(self, mode: bool = True) -> "SemanticAdapter":
+        """Train mode, except batch norms whose weights are frozen keep their running statistics.
+
+        A frozen (e.g. pretrained) backbone stage would otherwise drift towards the statistics of
+        a few small batches while its weights stay fixed.
+        """
+        super().train(mode)
+        if mode:
+            for m in self.modules():
+                if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.weight is not None \
+                        and not m.weight.requires_grad:
+                    m.eval()
+        return self
+
+
+def _single_value_norm_to_eval(module: nn.Module, args: tuple[Tensor, ...]) -> None:
+    """Forward pre-hook: a batch norm given ``[1, C, 1, 1]`` has no batch statistics to compute."""
+    x = args[0]
+    if module.training and x.numel() == x.shape[1]:
+        module.training = False
+        module.single_value_eval = True
+
+
+def _single_value_norm_back(module: nn.Module, args: tuple[Tensor, ...], output: Tensor) -> None:
+    if getattr(module, "single_value_eval", False):
+        module.training = True
+        module.single_value_eval = False
