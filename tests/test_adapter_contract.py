@@ -6,11 +6,15 @@ import pytest
 import torch
 from torchvision import tv_tensors
 
-from zoo.adapter import GROUP_ORDER, available_adapters, set_trainable
+from zoo.adapter import GROUP_ORDER, available_adapters, get_adapter, missing_capabilities, set_trainable
 from zoo.build import build_adapter
 from zoo.types import InstancePred
 
 NUM_CLASSES = 3
+# Every registered adapter with its defaults, and other smp architectures through the same
+# semantic path (the unet adapter's model.arch).
+VARIANTS = [(name, {}) for name in available_adapters()] + [
+    ("unet", {"arch": arch}) for arch in ("fpn", "deeplabv3plus", "pspnet")]
 
 
 def _target(h: int, w: int, boxes: list[tuple[int, int, int, int]], labels: list[int]) -> dict:
@@ -38,10 +42,17 @@ def _batch() -> tuple[list[torch.Tensor], list[dict]]:
     return images, targets
 
 
-@pytest.fixture(params=available_adapters())
+@pytest.fixture(params=VARIANTS, ids=lambda v: "-".join([v[0], *v[1].values()]))
 def adapter(request):
     torch.manual_seed(0)
-    return build_adapter(request.param, num_classes=NUM_CLASSES)
+    name, overrides = request.param
+    return build_adapter(name, overrides, num_classes=NUM_CLASSES)
+
+
+@pytest.mark.parametrize("name", available_adapters())
+def test_adapter_declares_what_the_harness_and_report_read(name):
+    problems = missing_capabilities(get_adapter(name))
+    assert not problems, f"adapter {name!r}: " + "; ".join(problems)
 
 
 def test_losses_are_finite_and_backpropagate(adapter):

@@ -221,3 +221,42 @@ def test_configs_parse_strictly(name: str) -> None:
         assert cfg.model.encoder == "resnet50"
     if name == "unet-pretrained.yaml":
         assert (cfg.pretrained or cfg.model.encoder_weights_path or "").endswith(".pth")
+
+
+def test_unknown_arch_names_the_valid_choices() -> None:
+    with pytest.raises(UserError, match=r"model.arch: unknown architecture 'fnp' \(did you mean 'fpn'\?\); "
+                                        r"choose one of unet, unetplusplus, .*deeplabv3plus"):
+        build_adapter("unet", {"arch": "fnp"}, num_classes=2)
+
+
+def test_default_arch_is_smp_unet_and_others_share_the_semantic_path() -> None:
+    import segmentation_models_pytorch as smp
+
+    from zoo.semantic import SemanticAdapter
+
+    assert type(build_adapter("unet", num_classes=2).net) is smp.Unet
+    fpn = build_adapter("unet", {"arch": "fpn"}, num_classes=2)
+    assert type(fpn.net) is smp.FPN and isinstance(fpn, SemanticAdapter)
+
+
+@pytest.mark.parametrize("arch", ["fpn", "deeplabv3plus"])
+def test_zoo_train_unet_with_another_arch_trains_and_scores(arch: str, synth_dir: Path, tmp_path: Path) -> None:
+    import csv
+    import json
+
+    import yaml
+    from typer.testing import CliRunner
+
+    from cli import app
+
+    args = ["train", "unet", "--data", str(synth_dir), "--out", str(tmp_path / "run"), "--steps-per-epoch", "1",
+            "--epochs", "1", "--batch-size", "2", "--device", "cpu", "--set", f"model.arch={arch}",
+            "--set", "data.max_size=64", "--set", "eval_limit=2", "--set", "best_metric=segm_AP50"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["model"]["arch"] == arch
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["global_step"] == 1
+    with open(tmp_path / "run" / "metrics.csv", newline="") as fh:
+        epochs = [r for r in csv.DictReader(fh) if r["kind"] == "epoch"]
+    assert epochs and epochs[-1]["segm_AP"] != ""  # the validation images were scored as instances

@@ -11,6 +11,7 @@ An adapter is an ``nn.Module`` so that the harness can wrap it in DDP, checkpoin
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 from abc import ABC, abstractmethod
 from typing import Any, Callable, ClassVar
@@ -47,7 +48,7 @@ class Adapter(nn.Module, ABC):
     config_cls: ClassVar[type]
     # Capabilities, read by the harness and the report (never isinstance checks).
     instance_native: ClassVar[bool] = True  # False: instances are derived from a semantic map
-    backbone_option: ClassVar[str] = "backbone"  # the config field naming the backbone/encoder
+    backbone_option: ClassVar[str | None] = "backbone"  # the config field naming the backbone (None: none)
     # Config fields that fix the side of the network's input; ``zoo compare`` sets every one of
     # them to the shared input size so that all models see the same pixels.
     input_size_fields: ClassVar[tuple[str, ...]] = ()
@@ -143,6 +144,37 @@ def get_adapter(name: str) -> type[Adapter]:
         extra = f" (did you mean {hint[0]!r}?)" if hint else ""
         raise KeyError(f"unknown adapter {name!r}{extra}; registered: {', '.join(sorted(_REGISTRY))}")
     return _REGISTRY[name]
+
+
+def missing_capabilities(cls: type[Adapter]) -> list[str]:
+    """What ``cls`` lacks to be trained, compared and reported (empty: nothing); one line each.
+
+    Checked: the abstract methods are implemented; ``config_cls`` is a dataclass that builds with
+    its defaults; ``backbone_option`` (unless None) and every ``input_size_fields`` entry are
+    fields of it, and there is at least one input-size field (``zoo compare`` sets them all to
+    the shared input size); ``instance_native`` is a bool.
+    """
+    problems = []
+    if getattr(cls, "__abstractmethods__", None):
+        problems.append(f"does not implement {', '.join(sorted(cls.__abstractmethods__))}")
+    config_cls = getattr(cls, "config_cls", None)
+    if config_cls is None or not dataclasses.is_dataclass(config_cls):
+        return problems + ["config_cls is not set to a dataclass of the model's options"]
+    try:
+        config_cls()
+    except TypeError as err:
+        problems.append(f"config_cls {config_cls.__name__} needs a default for every field ({err})")
+    fields = [f.name for f in dataclasses.fields(config_cls)]
+    if cls.backbone_option is not None and cls.backbone_option not in fields:
+        problems.append(f"backbone_option {cls.backbone_option!r} is not a field of {config_cls.__name__} "
+                        f"(set it to one of {', '.join(fields)}, or to None)")
+    if not cls.input_size_fields:
+        problems.append("declares no input_size_fields: zoo compare cannot give it the shared input size")
+    problems += [f"input_size_fields entry {f!r} is not a field of {config_cls.__name__}"
+                 for f in cls.input_size_fields if f not in fields]
+    if not isinstance(cls.instance_native, bool):
+        problems.append("instance_native must be True or False")
+    return problems
 
 
 def trainable_groups(layers: str) -> tuple[str, ...]:

@@ -65,6 +65,9 @@ def device_name(dev: torch.device) -> str:
 
 
 def backbone_of(adapter: Adapter) -> str | None:
+    """The value of the adapter's declared ``backbone_option`` (None when it declares none)."""
+    if adapter.backbone_option is None:
+        return None
     value = getattr(adapter.cfg, adapter.backbone_option, None)
     return None if value is None else str(value)
 

@@ -66,6 +66,7 @@ class SemanticAdapter(Adapter):
 
     config_cls: ClassVar[type] = SemanticConfig
     instance_native = False
+    backbone_option = None  # a subclass whose config names its backbone declares that field
     input_size_fields = ("input_size",)
 
     def __init__(self, cfg: SemanticConfig, num_classes: int) -> None:
