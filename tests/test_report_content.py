@@ -108,3 +108,18 @@ def test_models_scored_on_different_images_are_refused(tmp_path: Path) -> None:
         rs.append(ModelResult(name, tmp_path, tmp_path / name, {}, {}, {}, {}))
     with pytest.raises(UserError, match="scored on other images than a"):
         shared_ground_truth(rs)
+
+
+def test_backbone_and_network_size_are_the_adapters_declared_fields() -> None:
+    def without_bench_backbone(r: ModelResult) -> ModelResult:
+        r.bench.pop("backbone")
+        return r
+
+    unet = without_bench_backbone(result("unet", 0.1, 0.2, 10.0, model={"encoder": "resnet34", "backbone": "no",
+                                                                        "input_size": 96, "max_size": 512}))
+    assert (unet.backbone, unet.network_size) == ("resnet34", 96)  # backbone_option "encoder", input_size_fields
+    mrcnn = without_bench_backbone(result("maskrcnn", 0.1, 0.2, 10.0,
+                                          model={"backbone": "resnet50", "min_size": 100, "max_size": 160}))
+    assert (mrcnn.backbone, mrcnn.network_size) == ("resnet50", 160)
+    unknown = without_bench_backbone(result("not-registered", 0.1, 0.2, 10.0, model={"backbone": "x", "input_size": 5}))
+    assert (unknown.backbone, unknown.network_size) == ("-", None)

@@ -16,14 +16,11 @@ from typing import Any
 
 import numpy as np
 import yaml
+from pycocotools import mask as mask_utils
 
+from zoo.adapter import Adapter, get_adapter
 from zoo.errors import UserError
 from zoo.report.charts import Curve
-
-# Model-config fields that name the backbone, in the order they are looked up.
-BACKBONE_KEYS = ("backbone", "encoder", "encoder_name")
-# Model-config fields that fix the network's own input side, when it resizes internally.
-NET_SIZE_KEYS = ("input_size", "max_size")
 
 
 def read_json(path: Path) -> Any:
@@ -53,12 +50,22 @@ class ModelResult:
     def adapter(self) -> str:
         return str(self.config.get("adapter", self.name))
 
+    def _declared(self) -> type[Adapter] | None:
+        """The adapter class the run names, whose declared fields the report reads (None: unknown)."""
+        try:
+            return get_adapter(self.adapter)
+        except KeyError:
+            return None
+
     @property
     def backbone(self) -> str:
+        """The latency protocol's record of it, else the model field the adapter declares as
+        ``backbone_option``."""
         if self.bench.get("backbone"):
             return str(self.bench["backbone"])
-        model = self.config.get("model") or {}
-        return next((str(model[k]) for k in BACKBONE_KEYS if model.get(k)), "-")
+        cls, model = self._declared(), self.config.get("model") or {}
+        option = cls.backbone_option if cls is not None else None
+        return str(model[option]) if option and model.get(option) else "-"
 
     @property
     def input_size(self) -> int:
@@ -67,9 +74,11 @@ class ModelResult:
 
     @property
     def network_size(self) -> int | None:
-        """The side the network resizes to internally, when its config fixes one."""
-        model = self.config.get("model") or {}
-        return next((int(model[k]) for k in NET_SIZE_KEYS if isinstance(model.get(k), int)), None)
+        """The side the network resizes to internally: the largest of the model fields the adapter
+        declares as ``input_size_fields``, when its config sets one."""
+        cls, model = self._declared(), self.config.get("model") or {}
+        sizes = [model[f] for f in (cls.input_size_fields if cls is not None else ()) if isinstance(model.get(f), int)]
+        return max(sizes) if sizes else None
 
     @property
     def train_time_s(self) -> float | None:
@@ -112,8 +121,6 @@ def collect_model(name: str, run_dir: Path, eval_dir: Path) -> ModelResult:
 
 def decode_instances(anns: list[dict[str, Any]]) -> np.ndarray:
     """Bool masks ``[N, H, W]`` of COCO annotations/results with compressed-RLE segmentations."""
-    from faster_coco_eval.core import mask as mask_utils
-
     if not anns:
         return np.zeros((0, 0, 0), dtype=bool)
     rles = [{"size": a["segmentation"]["size"], "counts": a["segmentation"]["counts"].encode("ascii")}
