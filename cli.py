@@ -176,15 +176,15 @@ def bench(
 
 @app.command("compare")
 def compare(
-    adapters_: Annotated[Optional[list[str]], typer.Argument(metavar="ADAPTERS", help="Adapters (default: all).")] = None,
+    adapters_: Annotated[Optional[list[str]], typer.Argument(metavar="ADAPTERS", help="Adapters (default: compare.models, the three families).")] = None,
     data: Annotated[Optional[str], typer.Option(help="Dataset (default: embedded synthetic).")] = None,
     runs: Annotated[Optional[list[Path]], typer.Option("--runs", help="Existing run folders to compare.")] = None,
     preset: Annotated[str, typer.Option(help="cpu or gpu.")] = "cpu",
     report: Annotated[str, typer.Option(help="md or html.")] = "md",
     out: Annotated[Path, typer.Option(help="Report folder.")] = Path("runs/compare"),
-    set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override for every run: key.sub=value; compare.KEY=VALUE sets compare options (budget_minutes, resamples, ...).")] = None,
+    set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override for every run: key.sub=value; compare.KEY=VALUE sets compare options (models, budget_minutes, resamples, ...).")] = None,
 ) -> None:
-    """Train (or load) every adapter on one split, score and time them, write a report."""
+    """Train (or load) the compared adapters on one split, score and time them, write a report."""
     from zoo.compare import compare_from_cli
 
     _run(compare_from_cli, adapters_ or [], data=data, runs=runs or [], preset=preset, report=report,

@@ -12,9 +12,10 @@ from pathlib import Path
 import pytest
 
 import adapters  # noqa: F401  (fills the registry)
-from zoo.adapter import available_adapters
+from zoo.compare import CompareSettings
 
 REPO = Path(__file__).resolve().parents[1]
+COMPARED = list(CompareSettings().models)  # what `zoo compare` trains when no adapter is named
 TINY = ["--set", "compare.epochs=1", "--set", "steps_per_epoch=2", "--set", "batch_size=2",
         "--set", "data.max_size=64", "--set", "data.limit=12", "--set", "eval_limit=2",
         "--set", "compare.resamples=15", "--set", "compare.latency_iters=2", "--set", "compare.latency_warmup=1",
@@ -68,7 +69,7 @@ def test_report_tables_equal_the_metrics_files(compared: Path) -> None:
     text = (compared / "report.md").read_text()
     tables = md_tables(text)
     summary = table_with(tables, "model", "backbone")
-    names = available_adapters()
+    names = COMPARED
     assert [r["model"] for r in summary] == names
     for row in summary:
         model_dir = compared / "models" / row["model"]
@@ -106,7 +107,7 @@ def test_report_tables_equal_the_metrics_files(compared: Path) -> None:
 def test_every_linked_image_exists_and_is_a_png(compared: Path) -> None:
     text = (compared / "report.md").read_text()
     links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text)
-    assert len(links) >= 6 + 2 * len(available_adapters())
+    assert len(links) >= 6 + 2 * len(COMPARED)
     for link in links:
         path = compared / link
         assert path.is_file(), link
@@ -125,8 +126,8 @@ def test_every_linked_image_exists_and_is_a_png(compared: Path) -> None:
 
 
 def test_every_model_was_scored_on_the_same_validation_images(compared: Path) -> None:
-    split = json.loads((compared / "runs" / available_adapters()[0] / "split.json").read_text())
-    for name in available_adapters():
+    split = json.loads((compared / "runs" / COMPARED[0] / "split.json").read_text())
+    for name in COMPARED:
         gt = json.loads((compared / "models" / name / "gt.json").read_text())
         assert sorted(im["id"] for im in gt["images"]) == sorted(split["val"])
         assert json.loads((compared / "runs" / name / "split.json").read_text())["val"] == split["val"]
@@ -137,7 +138,7 @@ def test_every_model_was_scored_on_the_same_validation_images(compared: Path) ->
 
 
 def test_html_report_from_existing_runs_is_self_contained(compared: Path) -> None:
-    runs = [str(compared / "runs" / n) for n in available_adapters()]
+    runs = [str(compared / "runs" / n) for n in COMPARED]
     out = compared.parent / "html"
     proc = zoo("compare", "--runs", runs[0], "--runs", runs[1], "--report", "html", "--out", str(out),
                "--set", "compare.resamples=5", "--set", "compare.latency_iters=1", "--set", "compare.gallery=1",
@@ -148,7 +149,7 @@ def test_html_report_from_existing_runs_is_self_contained(compared: Path) -> Non
     assert srcs and all(s.startswith("data:image/png;base64,") for s in srcs)
     assert "<table>" in page and "Are the differences real?" in page
     assert not (out / "runs").exists()  # existing runs are compared, not retrained
-    metrics = json.loads((out / "models" / available_adapters()[0] / "metrics.json").read_text())
+    metrics = json.loads((out / "models" / COMPARED[0] / "metrics.json").read_text())
     assert f"<td class=\"r\">{ap(metrics['segm']['AP'])}</td>" in page
 
 
@@ -174,7 +175,7 @@ def test_bad_input_is_one_line_exit_2(tmp_path: Path, args: list[str], message: 
 def test_plan_gives_every_run_the_first_runs_data_section_and_seed() -> None:
     from zoo.compare import plan_runs
 
-    names = available_adapters()
+    names = COMPARED
     cfgs, notes = plan_runs(names, data="/some/data", preset="cpu", overrides=["seed=7", "data.limit=20"], epochs=2)
     assert [c.adapter for c in cfgs] == names
     assert all(c.data == cfgs[0].data and c.seed == 7 for c in cfgs)
@@ -191,7 +192,7 @@ def test_plan_gives_every_network_the_same_input_size(size: int) -> None:
     from zoo.adapter import get_adapter
     from zoo.compare import plan_runs
 
-    names = available_adapters()
+    names = COMPARED
     cfgs, notes = plan_runs(names, data=None, preset="cpu", overrides=[f"data.max_size={size}"])
     for cfg in cfgs:
         fields = get_adapter(cfg.adapter).input_size_fields
@@ -209,7 +210,7 @@ def test_a_second_compare_reuses_finished_runs(compared: Path, capsys: pytest.Ca
 
     data = compared.parent / "tiny"
     run_overrides, settings = split_overrides([v for k, v in zip(TINY, TINY[1:]) if k == "--set"])
-    cfgs, _ = plan_runs(available_adapters(), data=str(data), preset="cpu", overrides=run_overrides,
+    cfgs, _ = plan_runs(COMPARED, data=str(data), preset="cpu", overrides=run_overrides,
                         epochs=settings.epochs)
     for cfg in cfgs:
         run = compared / "runs" / cfg.adapter
