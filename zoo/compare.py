@@ -29,10 +29,10 @@ from typing import Any, Sequence
 
 import yaml
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from zoo.config import TrainConfig, apply_override, from_dict, to_dict
 from zoo.errors import UserError
+from zoo.progress import progress_bar
 from zoo.report.collect import ModelResult, collect_model
 from zoo.report.content import Context
 from zoo.report.write import ReportSettings, write_report
@@ -197,7 +197,7 @@ def evaluate_and_time(name: str, run_dir: Path, eval_dir: Path, indices: list[in
     Returns the run's dataset (the gallery draws its images from it)."""
     from zoo.latency import measure_latency
     from zoo.metrics.evaluate import evaluate_adapter
-    from zoo.train.api import resolve_device
+    from zoo.device import resolve_device
     from zoo.train.run import load_run
 
     with console.status(f"[bold]{name}[/]: loading {run_dir}"):
@@ -357,10 +357,9 @@ def _report(results: Sequence[ModelResult], ctx: Context, out: Path, fmt: str, d
             settings: CompareSettings, console: Console) -> Path:
     """Write the report with a progress bar over the bootstrap resamples."""
     console.rule("[bold]report[/]")
-    columns = (TextColumn("[bold]bootstrap[/] {task.description}"), BarColumn(), MofNCompleteColumn(),
-               TimeElapsedColumn())
-    with Progress(*columns, console=console, disable=settings.resamples <= 0) as bar:
-        task = bar.add_task(f"{settings.resamples} resamples x {len(results)} models", total=settings.resamples)
+    with progress_bar(console=console, disable=settings.resamples <= 0) as bar:
+        task = bar.add_task(f"bootstrap: {settings.resamples} resamples x {len(results)} models",
+                            total=settings.resamples)
         return write_report(results, ctx, out, fmt, dataset, settings.report(),
                             progress=lambda done, total: bar.update(task, completed=done),
                             on_phase=lambda phase: bar.console.print(f"  {phase}"))

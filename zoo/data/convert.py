@@ -9,17 +9,10 @@ from typing import Any
 
 import numpy as np
 from pycocotools import mask as mask_util
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from zoo.data.decode import ResizeSpec, decode_masks, image_size
 from zoo.data.rle import mask_to_coco_rle, parse_kaggle_rle, runs_to_coco_rle
 from zoo.data.sources import ImageRecord, Source
-
-
-def progress_bar(description: str) -> Progress:
-    """A rich progress bar with count, elapsed time and ETA."""
-    return Progress(TextColumn(f"[bold]{description}"), BarColumn(), MofNCompleteColumn(),
-                    TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn())
 
 
 def coco_header(source: Source, description: str) -> dict[str, Any]:

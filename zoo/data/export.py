@@ -7,9 +7,10 @@ from pathlib import Path
 
 from rich.console import Console
 
-from zoo.data.convert import coco_header, progress_bar, record_to_coco
+from zoo.data.convert import coco_header, record_to_coco
 from zoo.data.sources import read_source
 from zoo.errors import UserError
+from zoo.progress import progress_bar
 
 
 def export_coco(data: str | Path, out: str | Path, *, max_size: int | None = None, images: str | None = None,
@@ -28,7 +29,7 @@ def export_coco(data: str | Path, out: str | Path, *, max_size: int | None = Non
     doc = coco_header(source, f"exported by zoo from {source.kind}")
     doc["images"], doc["annotations"] = [], []
     dropped = 0
-    with progress_bar("export") as progress:
+    with progress_bar(eta=True) as progress:
         task = progress.add_task("export", total=len(source.records))
         for i, record in enumerate(source.records):
             image, annotations, n_dropped = record_to_coco(record, source, i + 1, max_size)

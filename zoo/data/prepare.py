@@ -23,10 +23,11 @@ from typing import Any
 from PIL import Image
 from rich.console import Console
 
-from zoo.data.convert import coco_header, progress_bar, record_to_coco
+from zoo.data.convert import coco_header, record_to_coco
 from zoo.data.decode import ResizeSpec, load_image
 from zoo.data.sources import CACHE_ANNOTATIONS, CACHE_MANIFEST, ImageRecord, Source, read_source, safe_image_path
 from zoo.errors import DataError, UserError
+from zoo.progress import progress_bar
 
 
 def _write_json_atomic(path: Path, data: Any) -> None:
@@ -106,7 +107,7 @@ def prepare_cache(data: str | Path, out: str | Path, *, max_size: int, workers: 
     done = len(source.records) - len(todo)
     if done:
         console.print(f"resuming: {done} of {len(source.records)} images already in {out}")
-    with progress_bar("prepare") as progress:
+    with progress_bar(eta=True) as progress:
         task = progress.add_task("prepare", total=len(source.records), completed=done)
         if workers > 1 and len(todo) > 1:
             with ProcessPoolExecutor(max_workers=workers) as pool:

@@ -5,18 +5,17 @@ from __future__ import annotations
 from typing import Any
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from zoo.progress import progress_bar
 
 
 class TrainProgress:
     def __init__(self, enabled: bool) -> None:
         self.enabled = enabled
         self.console = Console(stderr=True)
-        self.bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                            TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
-                            TextColumn("{task.fields[info]}"), console=self.console,
-                            # A live bar only on a terminal; logs and pipes get the per-epoch lines.
-                            disable=not (enabled and self.console.is_terminal))
+        # A live bar only on a terminal; logs and pipes get the per-epoch lines.
+        self.bar = progress_bar(eta=True, info=True, console=self.console,
+                                disable=not (enabled and self.console.is_terminal))
         self.task: Any = None
 
     def __enter__(self) -> "TrainProgress":
