@@ -14,6 +14,7 @@ import torch
 from zoo.adapter import get_adapter
 from zoo.config import (ConfigError, TrainConfig, apply_override, dump_yaml, load_yaml,
                         train_config_from_dict)
+from zoo.device import resolve_device
 from zoo.errors import UserError
 from zoo.train import distributed as D
 from zoo.train.checkpoint import load_matching, load_weights_only, model_state_from_file
@@ -44,15 +45,6 @@ def load_train_config(adapter: str, config: Path | str | None = None, preset: st
     for item in overrides:
         apply_override(data, item)
     return train_config_from_dict(data, cls.config_cls)
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"device {name!r} requested but CUDA is not available")
-    return device
 
 
 def _prepare_run(cfg: TrainConfig, dist: D.DistInfo) -> tuple[Any, dict[str, list[int]]]:
