@@ -94,14 +94,41 @@ def test_report_tables_equal_the_metrics_files(compared: Path) -> None:
             assert cells["instances"] == str(metrics["per_category"][cat]["n_gt"])
     boot = table_with(tables, "model", "mask AP")
     assert [r["model"] for r in boot] == names
+    # The intervals are the paired bootstrap of the files each model's scoring wrote (the
+    # compare.resamples=15 asked for, seed 0), recomputed here from those files alone.
+    from zoo.report.bootstrap import bootstrap_ap
+
+    gt = json.loads((compared / "models" / names[0] / "gt.json").read_text())
+    preds = {n: json.loads((compared / "models" / n / "results.json").read_text()) for n in names}
+    again = bootstrap_ap(gt, preds, n_resamples=15, seed=0, confidence=0.95)
     for r in boot:
         metrics = json.loads((compared / "models" / r["model"] / "metrics.json").read_text())
         assert r["mask AP"] == ap(metrics["segm"]["AP"])  # the bootstrap's point estimate is the same number
-        low, high = map(float, re.fullmatch(r"\[(.+), (.+)\]", r["95% interval"]).groups())
-        assert 0.0 <= low <= high <= 1.0
+        low, high = interval(r["95% interval"])
+        iv = again.models[r["model"]]
+        assert (low, high) == pytest.approx((iv.low, iv.high), abs=5e-4), r["model"]
     pairs = table_with(tables, "difference")
-    assert len(pairs) == len(names) * (len(names) - 1) // 2
-    assert all(p["real?"].startswith(("yes", "no")) for p in pairs)
+    assert [p["difference"] for p in pairs] == [f"{a} - {b}" for i, a in enumerate(names) for b in names[i + 1:]]
+    for p in pairs:
+        a, b = p["difference"].split(" - ")
+        iv = again.differences[(a, b)]
+        assert float(p["mask AP difference"]) == pytest.approx(iv.estimate, abs=5e-4)
+        assert interval(p["95% interval"]) == pytest.approx((iv.low, iv.high), abs=5e-4), p["difference"]
+        if iv.excludes_zero:
+            assert p["real?"] == f"yes: {a if iv.estimate > 0 else b} is better"
+        else:
+            assert p["real?"] == "no (interval includes 0)"
+    summary_json = json.loads((compared / "comparison.json").read_text())["bootstrap"]
+    assert summary_json["n_resamples"] == 15
+    for n in names:
+        assert summary_json["models"][n]["low"] == pytest.approx(again.models[n].low, abs=1e-12)
+        assert summary_json["models"][n]["high"] == pytest.approx(again.models[n].high, abs=1e-12)
+
+
+def interval(cell: str) -> tuple[float, float]:
+    """``"[low, high]"`` as printed in the report -> ``(low, high)``."""
+    low, high = map(float, re.fullmatch(r"\[(.+), (.+)\]", cell).groups())
+    return low, high
 
 
 def test_every_linked_image_exists_and_is_a_png(compared: Path) -> None:

@@ -245,7 +245,19 @@ def test_cli_trains_and_evaluates_a_run(tmp_path: Path, synth_dir: Path) -> None
     evaluate = [sys.executable, "-m", "cli", "eval", str(run), "--out", str(metrics)]
     done = subprocess.run(evaluate, cwd=REPO, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
-    assert 0.0 <= json.loads(metrics.read_text())["segm"]["AP"] <= 1.0
+    m = json.loads(metrics.read_text())
+    val = json.loads((run / "split.json").read_text())["val"]
+    assert m["split"] == "val" and m["n_images"] == len(val) >= 1
+    gt = json.loads((tmp_path / "gt.json").read_text())
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert sorted(im["id"] for im in gt["images"]) == sorted(val)  # scored on the run's own val split
+    assert len(results) == m["n_detections"] and {r["image_id"] for r in results} <= set(val)
+    # The numbers are what the written files score (the reference backend, from the files alone).
+    from zoo.metrics.coco import evaluate_coco
+
+    again = evaluate_coco(gt, results, backend="pycocotools")
+    for kind in ("segm", "bbox"):
+        assert m[kind] == pytest.approx(again[kind], abs=1e-4), kind
 
 
 def test_cli_reports_a_bad_model_key_in_one_line(tmp_path: Path) -> None:

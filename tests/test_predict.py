@@ -10,14 +10,21 @@ import subprocess
 import sys
 from pathlib import Path
 
+import dataclasses
+
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 from faster_coco_eval.core import mask as mask_utils
+from rich.console import Console
+from torch import Tensor, nn
 
 import adapters  # noqa: F401  (fills the registry)
+from zoo.adapter import Adapter
 from zoo.errors import UserError
-from zoo.predict import count_tables, find_images
+from zoo.predict import annotate_photos, count_tables, find_images
+from zoo.types import InstancePred
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_PHOTO = REPO.parent / "shared" / "fixtures" / "fashionpedia-sample" / "images" / "unlabeled_input.jpg"
@@ -151,3 +158,89 @@ def test_find_images_names_and_errors(photos: Path, tmp_path: Path) -> None:
     with pytest.raises(UserError, match="not a photo"):
         find_images([photos / "notes.txt"])
     shutil.rmtree(empty)
+
+
+# ---------------------------------------------------------------- where the masks land
+class RedPaintFinder(Adapter):
+    """One instance (label 1, score 0.9): the pixels where red exceeds green and blue.
+
+    A fixed 1x1 convolution ``logit = R - G/2 - B/2 - 1/4`` (image in ``[0, 1]``), thresholded
+    at 0: pure red paint gives 0.75, any grey (R = G = B) gives -0.25, so the model's output on
+    a photo is known exactly: the painted shape at the size of the image it is given.
+    """
+
+    config_cls = dict
+
+    def __init__(self) -> None:
+        super().__init__({}, num_classes=1)
+        self.conv = nn.Conv2d(3, 1, 1)
+        with torch.no_grad():
+            self.conv.weight.copy_(torch.tensor([1.0, -0.5, -0.5]).view(1, 3, 1, 1))
+            self.conv.bias.fill_(-0.25)
+
+    def forward(self, images: list[Tensor], targets: list[dict]) -> dict[str, Tensor]:
+        return {"zero": self.conv.weight.sum() * 0}
+
+    def run_model(self, images: list[Tensor]) -> list[Tensor]:
+        return [self.conv(im[None])[0, 0] for im in images]
+
+    def postprocess(self, raw: list[Tensor], sizes: list[tuple[int, int]]) -> list[InstancePred]:
+        preds = []
+        for logits, (h, w) in zip(raw, sizes):
+            mask = logits > 0  # [H, W], the size of the image given to predict
+            if not mask.any():
+                preds.append(InstancePred.empty(h, w))
+                continue
+            ys, xs = torch.nonzero(mask, as_tuple=True)
+            box = torch.tensor([[xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]], dtype=torch.float32)
+            preds.append(InstancePred(box, torch.tensor([1]), torch.tensor([0.9]), mask[None]))
+        return preds
+
+    def param_groups(self) -> dict[str, list[nn.Parameter]]:
+        return {"heads": list(self.parameters())}
+
+
+def painted_photo(path: Path, height: int, width: int) -> np.ndarray:
+    """Write a full-size JPEG: grey texture with a red ellipse off the centre; returns the
+    ellipse as bool ``[height, width]`` (what a perfect prediction covers in the photo)."""
+    rng = np.random.default_rng(5)
+    yy, xx = np.mgrid[0:height, 0:width]
+    grey = 60 + 90 * (xx / width) + 40 * np.sin(yy / 37.0) + rng.normal(0, 8, (height, width))
+    pixels = np.repeat(np.clip(grey, 0, 255).astype(np.uint8)[..., None], 3, axis=2)
+    # Off the centre and nearer the right/bottom edges, so a lost offset or scale moves it.
+    cy, cx, ry, rx = 0.62 * height, 0.6 * width, 0.26 * height, 0.25 * width
+    shape = ((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2 <= 1.0
+    pixels[shape] = (255, 0, 0)
+    Image.fromarray(pixels).save(path, quality=92)
+    return shape
+
+
+@pytest.mark.parametrize("resize", ["max_side", "square"])
+@pytest.mark.parametrize(("height", "width"), [(1478, 1000), (1000, 1478)])
+def test_predicted_mask_lands_on_the_painted_shape_at_full_size(run_dir: Path, tmp_path: Path, resize: str,
+                                                                 height: int, width: int) -> None:
+    """A 1000x1478 photo read at 256 px (square mode: padded to 256x256) comes back at full size
+    with the model's mask exactly where the shape was painted."""
+    from zoo.train.run import load_run
+
+    path = tmp_path / "painted.jpg"
+    shape = painted_photo(path, height, width)
+    run = load_run(run_dir)
+    data = dataclasses.replace(run.cfg.data, max_size=256, resize=resize)
+    run = dataclasses.replace(run, adapter=RedPaintFinder(), cfg=dataclasses.replace(run.cfg, data=data))
+    done = annotate_photos(run, [(path, "painted.jpg")], tmp_path / "out", 0.5, Console(stderr=True))
+    assert done.images == [{"id": 1, "file_name": "painted.jpg", "height": height, "width": width}]
+    assert len(done.annotations) == 1
+    ann = done.annotations[0]
+    assert ann["segmentation"]["size"] == [height, width]
+    assert ann["category_id"] == run.dataset.categories[0].id
+    mask = mask_utils.decode({**ann["segmentation"], "counts": ann["segmentation"]["counts"].encode()}).astype(bool)
+    iou = (mask & shape).sum() / (mask | shape).sum()
+    assert iou >= 0.97, iou
+    # One pixel of the 256 px model input is about 6 photo pixels: the box is that close.
+    ys, xs = np.nonzero(shape)
+    expected = [xs.min(), ys.min(), xs.max() + 1 - xs.min(), ys.max() + 1 - ys.min()]
+    assert ann["bbox"] == pytest.approx(expected, abs=max(height, width) / 256 * 1.5)
+    assert ann["area"] == pytest.approx(shape.sum(), rel=0.03)
+    with Image.open(tmp_path / "out" / "overlays" / "painted.png") as overlay:
+        assert max(overlay.size) == 1280

@@ -102,6 +102,29 @@ def test_bootstrap_intervals_and_paired_differences() -> None:
     assert (flipped.low, flipped.high) == pytest.approx((-real.high, -real.low))
 
 
+def test_every_model_is_scored_on_the_same_draw_in_each_resample() -> None:
+    """Paired resampling: each resample draws one image multiset and scores every model on it.
+
+    Two models with identical detections then agree resample by resample, so their difference
+    interval is exactly [0, 0] although each one's AP varies with the images drawn; and every
+    model's resampled AP is its score on the recorded draw of that resample.
+    """
+    gt, res = make_data(16, seed=3)
+    res = {"shifted": res["shifted"], "random": res["random"],
+           "shifted_copy": [dict(d) for d in res["shifted"]]}
+    out = bootstrap_ap(gt, res, n_resamples=30, seed=0)
+    assert np.unique(out.samples["shifted"]).size > 10  # the AP really depends on the images drawn
+    np.testing.assert_array_equal(out.samples["shifted"], out.samples["shifted_copy"])
+    tie = out.differences[("shifted", "shifted_copy")]
+    assert (tie.estimate, tie.low, tie.high) == (0.0, 0.0, 0.0)
+    assert out.draws.shape == (30, 16) and set(np.unique(out.draws)) <= set(range(16))
+    assert len({d.tobytes() for d in out.draws}) == 30  # a new draw for every resample
+    for name in res:
+        fast = PerImageAP(gt, res[name])
+        scored = [fast.score(draw) for draw in out.draws]
+        np.testing.assert_allclose(out.samples[name], scored, atol=1e-12, err_msg=name)
+
+
 def test_bootstrap_is_reproducible_and_seeded() -> None:
     gt, res = make_data(12)
     res = {"shifted": res["shifted"], "random": res["random"]}

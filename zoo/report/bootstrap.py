@@ -37,7 +37,11 @@ class Interval:
 
 @dataclass
 class BootstrapResult:
-    """Intervals for each model's metric and for each ordered pair ``(a, b)`` of ``a - b``."""
+    """Intervals for each model's metric and for each ordered pair ``(a, b)`` of ``a - b``.
+
+    ``samples[name]`` float ``[R]`` is the model's metric on each resample; ``draws`` int64
+    ``[R, n_images]`` holds the image ids of each resample, the same for every model.
+    """
 
     metric: tuple[str, str]
     n_images: int
@@ -46,6 +50,7 @@ class BootstrapResult:
     models: dict[str, Interval] = field(default_factory=dict)
     differences: dict[tuple[str, str], Interval] = field(default_factory=dict)
     samples: dict[str, np.ndarray] = field(default_factory=dict)
+    draws: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), dtype=np.int64))
 
 
 def _group_by_image(items: list[dict[str, Any]]) -> dict[int, list[dict[str, Any]]]:
@@ -185,7 +190,8 @@ def bootstrap_ap(gt: dict[str, Any], results: dict[str, list[dict[str, Any]]], *
             :class:`PerImageAP` gives the same numbers much faster.
         progress: called as ``progress(done, total)`` after every resample.
     Returns:
-        Intervals per model and per ordered pair; raw resampled values in ``samples``.
+        Intervals per model and per ordered pair; raw resampled values in ``samples``, the
+        drawn image ids in ``draws``.
     """
     ids = np.asarray(sorted(int(im["id"]) for im in gt["images"]))
     if ids.size == 0:
@@ -195,13 +201,15 @@ def bootstrap_ap(gt: dict[str, Any], results: dict[str, list[dict[str, Any]]], *
     full = {n: score(n, ids) for n in names}
     rng = np.random.default_rng(seed)
     samples = {n: np.empty(n_resamples) for n in names}
+    draws = np.empty((n_resamples, ids.size), dtype=np.int64)
     for r in range(n_resamples):
-        draw = rng.choice(ids, size=ids.size, replace=True)
+        # One draw per resample, scored for every model: the differences are paired.
+        draw = draws[r] = rng.choice(ids, size=ids.size, replace=True)
         for n in names:
             samples[n][r] = score(n, draw)
         if progress is not None:
             progress(r + 1, n_resamples)
-    out = BootstrapResult(metric, int(ids.size), n_resamples, confidence, samples=samples)
+    out = BootstrapResult(metric, int(ids.size), n_resamples, confidence, samples=samples, draws=draws)
     out.models = {n: percentile_interval(full[n], samples[n], confidence) for n in names}
     for a, b in itertools.permutations(names, 2):
         out.differences[(a, b)] = percentile_interval(full[a] - full[b], samples[a] - samples[b], confidence)
