@@ -10,7 +10,9 @@ result equals scoring the resampled image set from scratch with
 
 from __future__ import annotations
 
+import functools
 import itertools
+import warnings
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
@@ -220,8 +222,17 @@ def _scorer(gt: dict[str, Any], results: dict[str, list[dict[str, Any]]], metric
             evaluate: Evaluate | None) -> Callable[[str, np.ndarray], float]:
     """``score(model, draw)``: the metric of one model on the drawn image ids."""
     if evaluate is None:
-        per_image = {n: PerImageAP(gt, r, metric[0]) for n, r in results.items()}
-        return lambda name, draw: per_image[name].score(draw, metric[1])
+        try:
+            per_image = {n: PerImageAP(gt, r, metric[0]) for n, r in results.items()}
+            return lambda name, draw: per_image[name].score(draw, metric[1])
+        except (ImportError, AttributeError, TypeError) as exc:
+            # PerImageAP reads faster-coco-eval internals (separate_eval, _evalImgs_cpp) that a
+            # future release may rename; scoring each resample from scratch gives the same numbers.
+            warnings.warn(f"faster-coco-eval per-image evaluation unavailable ({exc}); "
+                          "the bootstrap scores each resample with pycocotools (slower)", stacklevel=2)
+            from zoo.metrics.coco import evaluate_coco
+
+            evaluate = functools.partial(evaluate_coco, backend="pycocotools", iou_types=(metric[0],))
     resampler = CocoResampler(gt, results)
     cache: dict[bytes, dict[str, Any]] = {}
 
