@@ -1,21 +1,21 @@
 """Masks of a `zoo data prepare` cache read at the cache's own size: pure-Python vs C RLE decoding.
 
 A cache stores compressed COCO RLE masks already at the training size, so when training reads it
-at that size (``data.max_size`` equal to the cache's) no resizing is needed. The benchmark writes
-the embedded synthetic dataset, prepares a cache at its own size, and times three decoders over
-every cached mask:
+at that size (``data.max_size`` equal to the cache's) no resizing is needed. For each ``--sizes``
+side the benchmark writes the embedded synthetic dataset at that side, prepares a cache of it,
+and times three ways of turning every cached mask into the row-major uint8 ``[N, H, W]`` the
+dataset hands on:
 
-* **decode_masks**: what the dataset calls per image (:func:`zoo.data.decode.decode_masks`),
-  whichever decoder it uses;
-* **python runs**: zoo's pure-Python compressed-counts parser (``coco_rle_runs``) followed by
+* **runs**: zoo's pure-Python compressed-counts parser (``coco_rle_runs``) and numpy
   ``decode_runs_at_size`` on an identity grid;
-* **pycocotools**: ``pycocotools.mask.decode`` (C) of all masks of an image at once, copied to
-  row-major ``[N, H, W]`` as the dataset hands masks on.
+* **pycocotools**: ``pycocotools.mask.decode`` (C) of an image's masks at once, then the copy
+  from its column-major ``[H, W, N]`` to row-major ``[N, H, W]``;
+* **decode_masks**: what the dataset calls per image (:func:`zoo.data.decode.decode_masks`).
 
-Every output is checked to be identical to the pycocotools one. Time is the best of
-``--repeats`` passes over the whole cache (wall and CPU time, as the machine is shared).
+Every output is checked to be identical to the pycocotools one. Time is process CPU time, the
+best of ``--repeats`` passes over the whole cache (the machine is shared; wall time swings).
 
-    .venv/bin/python benchmarks/bench_cache_decode.py --n 40 --size 512
+    .venv/bin/python benchmarks/bench_cache_decode.py --sizes 256 512 1024 --images 20 10 4
 """
 
 from __future__ import annotations
@@ -36,12 +36,14 @@ from zoo.data.rle import TargetGrid, coco_rle_runs, decode_runs_at_size
 from zoo.data.sources import ImageRecord, read_source
 from zoo.data.synth import write_synthetic
 
+Decoder = Callable[[list[ImageRecord]], list[np.ndarray]]
+
 
 def via_decode_masks(records: list[ImageRecord]) -> list[np.ndarray]:
     return [decode_masks(r, r.height, r.width, (r.height, r.width)) for r in records]
 
 
-def via_python_runs(records: list[ImageRecord]) -> list[np.ndarray]:
+def via_runs(records: list[ImageRecord]) -> list[np.ndarray]:
     out = []
     for r in records:
         grid = TargetGrid(r.height, r.width, r.height, r.width)
@@ -58,45 +60,47 @@ def via_pycocotools(records: list[ImageRecord]) -> list[np.ndarray]:
     for r in records:
         rles = [{"size": i.segmentation["size"], "counts": i.segmentation["counts"].encode("ascii")}
                 for i in r.instances]
-        # [H, W, N] column-major from the C decoder; the dataset hands on row-major [N, H, W]
         out.append(np.ascontiguousarray(mask_util.decode(rles).transpose(2, 0, 1)) if rles
                    else np.zeros((0, r.height, r.width), np.uint8))
     return out
 
 
-def best_time(fn: Callable[[list[ImageRecord]], list[np.ndarray]], records: list[ImageRecord],
-              repeats: int) -> tuple[float, float, list[np.ndarray]]:
-    """Best wall and CPU seconds of ``fn(records)`` over ``repeats`` passes, and its masks."""
-    best_wall = best_cpu = float("inf")
-    result: list[np.ndarray] = []
+def best_cpu(fn: Decoder, records: list[ImageRecord], repeats: int) -> tuple[float, list[np.ndarray]]:
+    """Best CPU seconds of ``fn(records)`` over ``repeats`` passes, and its masks."""
+    best, result = float("inf"), []
     for _ in range(repeats):
-        wall, cpu = time.perf_counter(), time.process_time()
+        start = time.process_time()
         result = fn(records)
-        best_wall = min(best_wall, time.perf_counter() - wall)
-        best_cpu = min(best_cpu, time.process_time() - cpu)
-    return best_wall, best_cpu, result
+        best = min(best, time.process_time() - start)
+    return best, result
+
+
+def cached_records(root: Path, size: int, n: int) -> list[ImageRecord]:
+    """The records of a cache prepared at ``size`` from ``n`` synthetic images of that side."""
+    data = write_synthetic(root / f"synth{size}", n=n, size=size, seed=0)
+    cache = prepare_cache(data, root / f"cache{size}", max_size=size, workers=1, console=Console(quiet=True))
+    return read_source(cache).records
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--n", type=int, default=40, help="synthetic images")
-    parser.add_argument("--size", type=int, default=512, help="image side (the cache keeps it)")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[256, 512, 1024], help="image sides")
+    parser.add_argument("--images", type=int, nargs="+", default=[20, 10, 4], help="images per side")
+    parser.add_argument("--repeats", type=int, default=15)
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="bench_cache_"))
-    data = write_synthetic(root / "synth", n=args.n, size=args.size, seed=0)
-    cache = prepare_cache(data, root / "cache", max_size=args.size, workers=1, console=Console(quiet=True))
-    records = read_source(cache).records
-    n_masks = sum(len(r.instances) for r in records)
-    reference = via_pycocotools(records)
-    print(f"{len(records)} images of {args.size} px, {n_masks} masks; best of {args.repeats}")
-    print("| decoder | ms wall / CPU (whole cache) | us CPU per mask | identical to pycocotools |")
-    print("|---|---|---|---|")
-    for name, fn in (("decode_masks", via_decode_masks), ("python runs", via_python_runs),
-                     ("pycocotools", via_pycocotools)):
-        wall, cpu, masks = best_time(fn, records, args.repeats)
-        same = all(np.array_equal(a, b) for a, b in zip(masks, reference))
-        print(f"| {name} | {1000 * wall:.0f} / {1000 * cpu:.0f} | {1e6 * cpu / n_masks:.0f} | {same} |", flush=True)
+    print("| side | masks | runs us/mask | pycocotools us/mask | decode_masks us/mask | identical |")
+    print("|---|---|---|---|---|---|")
+    for size, n in zip(args.sizes, args.images):
+        records = cached_records(root, size, n)
+        n_masks = sum(len(r.instances) for r in records)
+        reference = via_pycocotools(records)
+        cells, same = [], True
+        for fn in (via_runs, via_pycocotools, via_decode_masks):
+            cpu, masks = best_cpu(fn, records, args.repeats)
+            cells.append(f"{1e6 * cpu / n_masks:.0f}")
+            same &= all(np.array_equal(a, b) for a, b in zip(masks, reference))
+        print(f"| {size} | {n_masks} | {' | '.join(cells)} | {same} |", flush=True)
 
 
 if __name__ == "__main__":

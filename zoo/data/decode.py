@@ -14,8 +14,7 @@ from PIL import Image, UnidentifiedImageError
 from pycocotools import mask as mask_util
 
 from zoo.boxes import mask_boxes
-from zoo.data.rle import (TargetGrid, coco_rle_runs, coco_rle_size, decode_coco_rle, decode_runs_at_size,
-                          parse_kaggle_rle)
+from zoo.data.rle import TargetGrid, coco_rle_runs, decode_runs_at_size, parse_kaggle_rle
 from zoo.data.sources import ImageRecord
 from zoo.errors import DataError
 
@@ -118,8 +117,8 @@ def decode_segmentation(segmentation: Any, grid: tuple[int, int], out_hw: tuple[
         starts, lengths = parse_kaggle_rle(segmentation, base=rle_base, where=where)
         grid_h, grid_w = grid
     elif isinstance(segmentation, dict):
-        if coco_rle_size(segmentation, where) == (out_h, out_w):  # e.g. a cache read at its own size
-            return decode_coco_rle(segmentation, where)
+        # Also at the source size (a cache read at the size it was prepared at): pycocotools' C
+        # decoder plus the row-major copy it needs is no faster from 512 px up (docs/benchmarks.md).
         (starts, lengths), grid_h, grid_w = coco_rle_runs(segmentation, where)
     elif isinstance(segmentation, list):
         return _decode_polygons(segmentation, grid[0], grid[1], out_h, out_w, where)

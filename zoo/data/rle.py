@@ -225,36 +225,12 @@ def mask_to_coco_rle(mask: np.ndarray) -> dict:
     return rle
 
 
-def coco_rle_size(rle: dict, where: str = "segmentation") -> tuple[int, int]:
-    """The ``(height, width)`` of a COCO RLE; a malformed one is a :class:`DataError`."""
-    try:
-        height, width = (int(v) for v in rle["size"])
-        rle["counts"]
-    except (KeyError, TypeError, ValueError):
-        raise DataError(f"{where}: RLE needs 'size' [h, w] and 'counts'") from None
-    return height, width
-
-
-def decode_coco_rle(rle: dict, where: str = "segmentation") -> np.ndarray:
-    """A COCO RLE (counts as list or compressed string) at its own size, uint8 ``[H, W]``.
-
-    pycocotools' C decoder: what a cache read at the size it was prepared at needs (about 2x
-    faster than :func:`coco_rle_runs` + :func:`decode_runs_at_size`; ``docs/benchmarks.md``).
-    """
-    height, width = coco_rle_size(rle, where)
-    counts = rle["counts"]
-    if isinstance(counts, str):
-        counts = counts.encode("ascii")
-    if isinstance(counts, bytes):
-        encoded = {"size": [height, width], "counts": counts}
-    else:
-        encoded = mask_util.frPyObjects({"size": [height, width], "counts": list(counts)}, height, width)
-    return mask_util.decode(encoded)
-
-
 def coco_rle_runs(rle: dict, where: str = "segmentation") -> tuple[Runs, int, int]:
     """Runs and ``(height, width)`` of a COCO RLE (counts as list or compressed string)."""
-    height, width = coco_rle_size(rle, where)
-    counts = rle["counts"]
+    try:
+        height, width = (int(v) for v in rle["size"])
+        counts = rle["counts"]
+    except (KeyError, TypeError, ValueError):
+        raise DataError(f"{where}: RLE needs 'size' [h, w] and 'counts'") from None
     values = counts_from_string(counts) if isinstance(counts, (str, bytes)) else np.asarray(counts, np.int64)
     return counts_to_runs(values), height, width
