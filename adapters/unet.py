@@ -127,25 +127,25 @@ def load_encoder_weights(adapter: UnetAdapter, path: str | Path) -> int:
 def _check_encoder_name(name: str) -> None:
     """A one-line error with a close match for an unknown smp or ``tu-`` (timm) encoder name."""
     if name.startswith("tu-"):
-        known, bare = timm.list_models(), name[3:]
-        if timm.is_model(bare):
+        if timm.is_model(name[3:]):
             return
-        close = difflib.get_close_matches(bare, known, n=1)
-        hint = f" (did you mean 'tu-{close[0]}'?)" if close else ""
+        hint = _did_you_mean(name[3:], timm.list_models(), prefix="tu-")
     else:
         known = smp.encoders.get_encoder_names()
         if name in known:
             return
-        close = difflib.get_close_matches(name, known, n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        hint = _did_you_mean(name, known)
     raise UserError(f"model.encoder: unknown encoder {name!r}{hint}; use an smp encoder name "
                     f"(resnet18, resnet50, efficientnet-b0, ...) or 'tu-<timm model>'")
 
 
 def _check_arch(arch: str) -> None:
     """A one-line error naming the valid smp architectures (and the closest one)."""
-    if arch in ARCHS:
-        return
-    close = difflib.get_close_matches(arch, ARCHS, n=1)
-    hint = f" (did you mean {close[0]!r}?)" if close else ""
-    raise UserError(f"model.arch: unknown architecture {arch!r}{hint}; choose one of {', '.join(ARCHS)}")
+    if arch not in ARCHS:
+        raise UserError(f"model.arch: unknown architecture {arch!r}{_did_you_mean(arch, ARCHS)}; "
+                        f"choose one of {', '.join(ARCHS)}")
+
+
+def _did_you_mean(name: str, known: list[str] | tuple[str, ...], prefix: str = "") -> str:
+    close = difflib.get_close_matches(name, known, n=1)
+    return f" (did you mean {prefix + close[0]!r}?)" if close else ""
