@@ -260,3 +260,24 @@ def test_zoo_train_unet_with_another_arch_trains_and_scores(arch: str, synth_dir
     with open(tmp_path / "run" / "metrics.csv", newline="") as fh:
         epochs = [r for r in csv.DictReader(fh) if r["kind"] == "epoch"]
     assert epochs and epochs[-1]["segm_AP"] != ""  # the validation images were scored as instances
+
+
+def test_frozen_encoder_batch_norms_keep_their_statistics_in_train_mode() -> None:
+    adapter = build_adapter("unet", num_classes=2)
+    set_trainable(adapter, "heads")
+    adapter.train()
+    assert not adapter.net.encoder.bn1.training and not adapter.net.encoder.layer4[1].bn2.training
+    assert adapter.net.decoder.blocks[0].conv1[1].training  # the decoder still learns its statistics
+    before = adapter.net.encoder.bn1.running_mean.clone()
+    adapter([torch.rand(3, 64, 64)], [_target(torch.zeros((0, 64, 64), dtype=torch.uint8), [])])
+    assert torch.equal(adapter.net.encoder.bn1.running_mean, before)
+
+
+def test_one_image_through_image_pooling_trains() -> None:
+    # DeepLabV3+ pools the image to 1x1 before a batch norm: one image gives one value per channel
+    adapter = build_adapter("unet", {"arch": "deeplabv3plus"}, num_classes=2).train()
+    masks = torch.zeros((1, 64, 64), dtype=torch.uint8)
+    masks[0, 10:40, 20:50] = 1
+    losses = adapter([torch.rand(3, 64, 64)], [_target(masks, [1])])
+    assert all(torch.isfinite(v) for v in losses.values())
+    assert all(m.training for m in adapter.net.decoder.modules() if isinstance(m, torch.nn.BatchNorm2d))
