@@ -14,6 +14,8 @@ app.add_typer(data_app, name="data")
 
 DataArg = Annotated[str, typer.Argument(help="Dataset: an iMaterialist folder or a COCO JSON file.")]
 ImagesOpt = Annotated[Optional[str], typer.Option("--images", help="Image folder for a COCO JSON.")]
+RleBaseOpt = Annotated[int, typer.Option("--rle-base",
+                                         help="iMaterialist EncodedPixels start base (1: as Kaggle numbers pixels).")]
 
 
 def _run(fn, *args, **kwargs):
@@ -51,7 +53,7 @@ def data_prepare(
     max_size: Annotated[int, typer.Option(help="Longest side of the cached images.")] = 1024,
     workers: Annotated[int, typer.Option(help="Parallel worker processes.")] = 2,
     images: ImagesOpt = None,
-    rle_base: Annotated[int, typer.Option(help="iMaterialist EncodedPixels start base.")] = 0,
+    rle_base: RleBaseOpt = 1,
 ) -> None:
     """Convert a dataset once to a resumable cache at the training size."""
     from zoo.data.prepare import prepare_cache
@@ -69,8 +71,7 @@ def data_stats(data: DataArg, out: Annotated[Optional[Path], typer.Option(help="
 
 
 @data_app.command("check")
-def data_check(data: DataArg, images: ImagesOpt = None,
-               rle_base: Annotated[int, typer.Option(help="iMaterialist EncodedPixels start base.")] = 0) -> None:
+def data_check(data: DataArg, images: ImagesOpt = None, rle_base: RleBaseOpt = 1) -> None:
     """Validate a dataset; exits non-zero when it finds errors."""
     from zoo.data.check import check_dataset
 
@@ -85,14 +86,16 @@ def data_export(
     format: Annotated[str, typer.Option(help="Output format.")] = "coco",
     max_size: Annotated[Optional[int], typer.Option(help="Resize masks to this longest side.")] = None,
     images: ImagesOpt = None,
+    rle_base: RleBaseOpt = 1,
 ) -> None:
-    """Write a dataset as a standard COCO instance file (compressed RLE, attribute_ids)."""
+    """Write a dataset as a standard COCO instance file (compressed RLE, attribute_ids, the source's
+    image ids): at the original size, the ground truth that zoo's results files refer to."""
     from zoo.data.export import export_coco
 
     if format != "coco":
         typer.secho(f"error: unknown format {format!r}; supported: coco", fg="red", err=True)
         raise typer.Exit(2)
-    _run(export_coco, data, out, max_size=max_size, images=images)
+    _run(export_coco, data, out, max_size=max_size, images=images, rle_base=rle_base)
 
 
 # ---------------------------------------------------------------- models

@@ -39,27 +39,32 @@ def test_real_rows_parse_with_attributes_and_categories(tmp_path: Path) -> None:
     assert by_name["00000663ed1ff0c4e0132b9b9ac53f6e.jpg"].instances[0].attributes == []
 
 
-def test_real_runs_are_column_major_and_zero_based(tmp_path: Path) -> None:
+def test_real_runs_are_column_major_and_read_one_based(tmp_path: Path) -> None:
     source = read_imaterialist(imaterialist_rows(tmp_path))
-    strides, ends_on_last_row = [], {0: 0, 1: 0}
+    assert source.rle_base == 1  # the default, as Kaggle's evaluation text and the winning solution read it
+    strides, reach = [], {0: {"last": 0, "one_short": 0}, 1: {"last": 0, "one_short": 0}}
     for record in source.records:
         for inst in record.instances:
             for base in (0, 1):
                 starts, lengths = parse_kaggle_rle(inst.segmentation, base=base)
-                ends_on_last_row[base] += int(((starts % record.height) + lengths == record.height).sum())
+                end_row = (starts % record.height) + lengths  # exclusive end row of each run
+                reach[base]["last"] += int((end_row == record.height).sum())
+                reach[base]["one_short"] += int((end_row == record.height - 1).sum())
             starts, _ = parse_kaggle_rle(inst.segmentation)
             strides += (np.diff(starts) / record.height).tolist()
     # Consecutive runs of a garment sit one column (Height pixels) apart: column-major order.
     assert 0.95 < np.median(strides) < 1.05
-    # Runs that end exactly on the last row exist only when starts are read 0-based.
-    assert ends_on_last_row[0] >= 5 and ends_on_last_row[1] == 0
+    # Read 1-based, garments that touch the bottom stop at row H - 2, as on full photos they stop at
+    # column W - 2 on the right; read 0-based they would fill the last row and never the last column.
+    assert reach[1]["last"] == 0 and reach[1]["one_short"] >= 5
+    assert reach[0]["last"] == reach[1]["one_short"]
 
 
 def test_real_row_decodes_at_size_like_full_decode_and_resize(tmp_path: Path) -> None:
     source = read_imaterialist(imaterialist_rows(tmp_path))
     record = next(r for r in source.records if r.height == 5214)
     inst = record.instances[0]
-    small = decode_segmentation(inst.segmentation, (5214, 3676), (1024, 722), rle_base=0, where="row", grids={})
+    small = decode_segmentation(inst.segmentation, (5214, 3676), (1024, 722), rle_base=1, where="row", grids={})
     full = decode_runs_full(*parse_kaggle_rle(inst.segmentation), 5214, 3676)
     np.testing.assert_array_equal(small, full[sample_indices(5214, 1024)][:, sample_indices(3676, 722)])
     assert full.sum() == 109  # 7 + 20 + 34 + 48 pixels in four columns

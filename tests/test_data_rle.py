@@ -11,9 +11,10 @@ from hypothesis.extra.numpy import arrays
 from PIL import Image
 from pycocotools import mask as mask_util
 
-from zoo.data.rle import (TargetGrid, coco_rle_runs, counts_from_string, decode_runs_at_size, decode_runs_full,
-                          encode_kaggle_rle, mask_to_coco_rle, merge_runs, parse_kaggle_rle, run_problems,
-                          runs_to_coco_rle, sample_indices)
+from zoo.data.paste import paste_rle
+from zoo.data.rle import (TargetGrid, coco_rle_runs, complement_coco_rle, counts_from_string, decode_runs_at_size,
+                          decode_runs_full, encode_kaggle_rle, mask_to_coco_rle, merge_runs, parse_kaggle_rle,
+                          run_problems, runs_to_coco_rle, sample_indices)
 from zoo.errors import DataError
 
 masks = st.tuples(st.integers(1, 40), st.integers(1, 40)).flatmap(
@@ -95,6 +96,67 @@ def test_malformed_rle_is_a_one_line_error_naming_the_row(text: str, message: st
         parse_kaggle_rle(text, where="train.csv row 7")
 
 
-def test_base_one_shifts_starts() -> None:
+def test_base_one_shifts_starts_and_is_the_default() -> None:
     assert parse_kaggle_rle("1 3", base=1)[0].tolist() == [0]
     assert parse_kaggle_rle("1 3", base=0)[0].tolist() == [1]
+    assert parse_kaggle_rle("1 3")[0].tolist() == [0]  # iMaterialist starts are 1-based
+    first_pixel = np.zeros((4, 3), bool)
+    first_pixel[0, 0] = True
+    assert encode_kaggle_rle(first_pixel) == "1 1"
+
+
+@settings(max_examples=150, deadline=None)
+@given(masks)
+def test_complement_is_every_other_pixel(mask: np.ndarray) -> None:
+    flipped = complement_coco_rle(mask_to_coco_rle(mask))
+    decoded = mask_util.decode({**flipped, "counts": flipped["counts"].encode()})
+    np.testing.assert_array_equal(decoded, ~mask)
+
+
+def bilinear_reference(prob: np.ndarray, height: int, width: int, threshold: float = 0.5) -> np.ndarray:
+    """The full-size mask the dense way: every output pixel interpolated (float64, torch's
+    align_corners=False sampling), written independently of zoo.data.paste's run arithmetic."""
+    h, w = prob.shape
+    # torch's source index: (i + 0.5) * scale - 0.5 with scale = in / out, clamped to the image.
+    sy = np.clip((np.arange(height) + 0.5) * (h / height) - 0.5, 0, h - 1)
+    sx = np.clip((np.arange(width) + 0.5) * (w / width) - 0.5, 0, w - 1)
+    y0, x0 = np.minimum(np.floor(sy).astype(int), max(h - 2, 0)), np.minimum(np.floor(sx).astype(int), max(w - 2, 0))
+    y1, x1 = np.minimum(y0 + 1, h - 1), np.minimum(x0 + 1, w - 1)
+    wy, wx = (sy - y0)[:, None], (sx - x0)[None, :]
+    p = prob.astype(np.float64)
+    top = (1 - wx) * p[y0][:, x0] + wx * p[y0][:, x1]
+    bottom = (1 - wx) * p[y1][:, x0] + wx * p[y1][:, x1]
+    return (1 - wy) * top + wy * bottom > threshold
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.tuples(st.integers(1, 24), st.integers(1, 24)).flatmap(
+    lambda hw: arrays(np.float32, hw, elements=st.sampled_from([0.0, 1.0, 0.3, 0.7, 0.5]))),
+       st.integers(1, 70), st.integers(1, 70))
+def test_paste_rle_equals_dense_bilinear_then_threshold(prob: np.ndarray, height: int, width: int) -> None:
+    rle = paste_rle(prob, height, width)
+    assert rle["size"] == [height, width]
+    decoded = mask_util.decode({**rle, "counts": rle["counts"].encode()}).astype(bool)
+    np.testing.assert_array_equal(decoded, bilinear_reference(prob, height, width))
+
+
+def test_paste_rle_agrees_with_torch_interpolate_at_photo_size() -> None:
+    rng = np.random.default_rng(0)
+    for _ in range(10):
+        h, w = rng.integers(40, 120, 2)
+        yy, xx = np.mgrid[:h, :w]
+        mask = (yy - h / 2) ** 2 / (h / 3) ** 2 + (xx - w / 2) ** 2 / (w / 4) ** 2 < 1
+        height, width = int(h * rng.uniform(2, 7)), int(w * rng.uniform(2, 7))
+        rle = paste_rle(mask, height, width)
+        dense = torch.nn.functional.interpolate(torch.from_numpy(mask)[None, None].float(), size=(height, width),
+                                                mode="bilinear", align_corners=False)[0, 0].numpy() > 0.5
+        decoded = mask_util.decode({**rle, "counts": rle["counts"].encode()}).astype(bool)
+        # Only exact 0.5 ties may round apart between float32 and float64.
+        assert (decoded != dense).mean() < 1e-3 and decoded.sum() > 0
+
+
+def test_paste_rle_of_an_empty_mask_and_a_bad_shape() -> None:
+    rle = paste_rle(np.zeros((5, 7), bool), 40, 30)
+    assert rle["size"] == [40, 30] and mask_util.area({**rle, "counts": rle["counts"].encode()}) == 0
+    with pytest.raises(ValueError, match="expects a mask"):
+        paste_rle(np.zeros((2, 3, 4)), 10, 10)

@@ -38,7 +38,7 @@ class DataConfig:
     limit: int | None = None  # use only the first N images
     val_fraction: float = 0.2
     split: Literal["stratified", "random"] = "stratified"
-    rle_base: int = 0  # iMaterialist EncodedPixels start index base (the released file: 0)
+    rle_base: int = 1  # iMaterialist EncodedPixels start index base (1-based: zoo.data.rle)
     synth_n: int = 300  # embedded dataset: number of images
     synth_size: int = 256  # embedded dataset: image side
     workers: int = 0  # DataLoader worker processes

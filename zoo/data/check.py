@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from zoo.data.decode import image_size
-from zoo.data.rle import coco_rle_runs, parse_kaggle_rle, run_problems
+from zoo.data.rle import KAGGLE_RLE_BASE, coco_rle_runs, parse_kaggle_rle, run_problems
 from zoo.data.sources import (CACHE_ANNOTATIONS, CACHE_MANIFEST, parse_class_id, read_json, read_label_descriptions,
                               read_train_csv, safe_image_path)
 from zoo.errors import DataError
@@ -117,7 +117,8 @@ def _check_csv_row(findings: Findings, row: tuple, where: str, known: tuple[set[
         findings.add(problem, f"{where}: {name}")
 
 
-def check_imaterialist(folder: Path, findings: Findings, *, images: str | None = None, rle_base: int = 0) -> None:
+def check_imaterialist(folder: Path, findings: Findings, *, images: str | None = None,
+                       rle_base: int = KAGGLE_RLE_BASE) -> None:
     categories, attributes = read_label_descriptions(folder / "label_descriptions.json")
     known = ({c.id for c in categories}, set(attributes))
     frame = read_train_csv(folder / "train.csv")
@@ -191,7 +192,7 @@ def check_coco(path: Path, findings: Findings, *, images: str | None = None) -> 
         _check_segmentation(findings, ann.get("segmentation"), by_id[ann["image_id"]], where)
 
 
-def check_dataset(data: str | Path, *, images: str | None = None, rle_base: int = 0,
+def check_dataset(data: str | Path, *, images: str | None = None, rle_base: int = KAGGLE_RLE_BASE,
                   console: Console | None = None) -> int:
     """Check ``data`` (iMaterialist folder, COCO JSON or cache); print a report; return the error count.
 

@@ -14,7 +14,7 @@ from PIL import Image, UnidentifiedImageError
 from pycocotools import mask as mask_util
 
 from zoo.boxes import mask_boxes
-from zoo.data.rle import TargetGrid, coco_rle_runs, decode_runs_at_size, parse_kaggle_rle
+from zoo.data.rle import KAGGLE_RLE_BASE, TargetGrid, coco_rle_runs, decode_runs_at_size, parse_kaggle_rle
 from zoo.data.sources import ImageRecord
 from zoo.errors import DataError
 
@@ -131,7 +131,7 @@ def decode_segmentation(segmentation: Any, grid: tuple[int, int], out_hw: tuple[
 
 
 def decode_masks(record: ImageRecord, out_h: int, out_w: int, source_hw: tuple[int, int], *,
-                 rle_base: int = 0) -> np.ndarray:
+                 rle_base: int = KAGGLE_RLE_BASE) -> np.ndarray:
     """All masks of ``record`` as uint8 ``[N, out_h, out_w]``, aligned with the image.
 
     ``source_hw`` is the JPEG's real ``(H, W)``. When the record's grid is that size transposed

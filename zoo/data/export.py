@@ -8,19 +8,23 @@ from pathlib import Path
 from rich.console import Console
 
 from zoo.data.convert import coco_header, record_to_coco
+from zoo.data.rle import KAGGLE_RLE_BASE
 from zoo.data.sources import read_source
 from zoo.errors import UserError
 from zoo.progress import progress_bar
 
 
 def export_coco(data: str | Path, out: str | Path, *, max_size: int | None = None, images: str | None = None,
-                rle_base: int = 0, console: Console | None = None) -> Path:
+                rle_base: int = KAGGLE_RLE_BASE, console: Console | None = None) -> Path:
     """Write ``data`` as a COCO instance JSON at ``out``.
 
     Masks are compressed RLE; categories keep the label file's ids and names; each annotation has
     Fashionpedia's ``attribute_ids``. Without ``max_size`` masks keep the original resolution (and
-    iMaterialist runs are converted without building a mask); with it, the longest side is at most
-    ``max_size``. Image ids are 1-based in file order.
+    iMaterialist runs are converted without building a mask, read with ``rle_base``); with it, the
+    longest side is at most ``max_size``. Image ids are the source's: a COCO file's own, an
+    iMaterialist image's 1-based position in the CSV, the ids that ``zoo eval``, ``zoo compare``
+    and ``zoo predict`` results refer to. So the file at the original size is the ground truth to
+    check those results against with any COCO tool.
     """
     if max_size is not None and max_size < 1:
         raise UserError(f"--max-size must be positive, got {max_size}")
@@ -32,7 +36,7 @@ def export_coco(data: str | Path, out: str | Path, *, max_size: int | None = Non
     with progress_bar(eta=True) as progress:
         task = progress.add_task("export", total=len(source.records))
         for i, record in enumerate(source.records):
-            image, annotations, n_dropped = record_to_coco(record, source, i + 1, max_size)
+            image, annotations, n_dropped = record_to_coco(record, source, record.image_id or i + 1, max_size)
             for ann in annotations:
                 ann["id"] = len(doc["annotations"]) + 1
                 doc["annotations"].append(ann)

@@ -25,6 +25,7 @@ from rich.console import Console
 
 from zoo.data.convert import coco_header, record_to_coco
 from zoo.data.decode import ResizeSpec, load_image
+from zoo.data.rle import KAGGLE_RLE_BASE
 from zoo.data.sources import CACHE_ANNOTATIONS, CACHE_MANIFEST, ImageRecord, Source, read_source, safe_image_path
 from zoo.errors import DataError, UserError
 from zoo.progress import progress_bar
@@ -81,7 +82,7 @@ def _merge(out: Path, source: Source, settings: dict[str, Any], n: int) -> tuple
 
 
 def prepare_cache(data: str | Path, out: str | Path, *, max_size: int, workers: int = 2, images: str | None = None,
-                  rle_base: int = 0, console: Console | None = None) -> Path:
+                  rle_base: int = KAGGLE_RLE_BASE, console: Console | None = None) -> Path:
     """Convert ``data`` once into a cache at ``max_size`` (see the module docstring); returns ``out``.
 
     Args:

@@ -9,7 +9,8 @@ A DATA argument is one of:
 * a **zoo cache** folder written by ``zoo data prepare`` (a COCO JSON at the training size).
 
 Every reader returns a :class:`Source`: categories (labels ``1..C`` in sorted category-id order),
-attribute names and one :class:`ImageRecord` per image holding its undecoded segmentations.
+attribute names and one :class:`ImageRecord` per image holding its undecoded segmentations, with
+the ids the source gives them (what standard results files and evaluation refer to).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import Any
 
 import pandas as pd
 
+from zoo.data.rle import KAGGLE_RLE_BASE
 from zoo.errors import DataError
 from zoo.types import Category
 
@@ -34,24 +36,35 @@ class InstanceRecord:
     """One undecoded instance.
 
     ``segmentation`` is a Kaggle RLE string (iMaterialist), a list of polygons or a COCO RLE dict.
-    ``where`` names the source row or annotation for error messages.
+    ``where`` names the source row or annotation for error messages. ``ann_id``, ``area`` and
+    ``bbox`` are the COCO file's own values when it has them (standard evaluation keeps them).
     """
 
     category_id: int
     attributes: list[int]
     segmentation: Any
     where: str
+    ann_id: int | None = None
+    area: float | None = None
+    bbox: list[float] | None = None
 
 
 @dataclass
 class ImageRecord:
-    """One image: its file and the grid (``height x width``) its annotations are drawn on."""
+    """One image: its file and the grid (``height x width``) its annotations are drawn on.
+
+    ``image_id`` is the COCO file's id, or for iMaterialist the image's 1-based position in
+    ``train.csv`` (the id ``zoo data export`` gives it). ``crowd`` holds COCO crowd regions: not
+    trained on, but kept as ground truth (COCO evaluation ignores detections inside them).
+    """
 
     name: str  # ImageId / file_name as written in the source
     path: Path
     height: int
     width: int
     instances: list[InstanceRecord] = field(default_factory=list)
+    image_id: int = 0
+    crowd: list[InstanceRecord] = field(default_factory=list)
 
 
 @dataclass
@@ -63,7 +76,7 @@ class Source:
     categories: list[Category]
     attributes: dict[int, str]
     records: list[ImageRecord]
-    rle_base: int = 0
+    rle_base: int = KAGGLE_RLE_BASE
     skipped: dict[str, int] = field(default_factory=dict)  # reason -> count (counted, reported skips)
 
 
@@ -125,27 +138,39 @@ def read_train_csv(path: Path) -> pd.DataFrame:
     return frame
 
 
-def read_imaterialist(folder: Path, *, rle_base: int = 0, images: str | None = None) -> Source:
-    """An iMaterialist 2019 folder. Rows with an empty ``EncodedPixels`` mark an image without masks."""
-    categories, attributes = read_label_descriptions(folder / "label_descriptions.json")
+def read_imaterialist(folder: Path, *, rle_base: int = KAGGLE_RLE_BASE, images: str | None = None) -> Source:
+    """An iMaterialist 2019 folder (``train.csv``, ``label_descriptions.json``, ``train/``)."""
     image_dir = Path(images) if images else folder / "train"
-    frame = read_train_csv(folder / "train.csv")
+    return read_imaterialist_csv(folder / "train.csv", folder / "label_descriptions.json", image_dir,
+                                 rle_base=rle_base, path=folder)
+
+
+def read_imaterialist_csv(csv_path: Path, labels_path: Path, image_dir: Path, *,
+                          rle_base: int = KAGGLE_RLE_BASE, path: Path | None = None) -> Source:
+    """An iMaterialist 2019 CSV (any subset of ``train.csv``) with its label file.
+
+    Rows with an empty ``EncodedPixels`` mark an image without masks. Images are numbered 1, 2, ...
+    in the order they first appear.
+    """
+    categories, attributes = read_label_descriptions(labels_path)
+    frame = read_train_csv(csv_path)
     records: dict[str, ImageRecord] = {}
     for row, (name, rle, height, width, class_id) in enumerate(
             frame[list(CSV_COLUMNS)].itertuples(index=False, name=None)):
-        where = f"{folder / 'train.csv'} row {row + 2}"  # +2: header line and 1-based lines
+        where = f"{csv_path} row {row + 2}"  # +2: header line and 1-based lines
         record = records.get(name)
         if record is None:
             try:
                 size = int(height), int(width)
             except ValueError:
                 raise DataError(f"{where}: Height/Width {height!r}/{width!r} are not integers") from None
-            record = records[name] = ImageRecord(name, safe_image_path(image_dir, name, where), *size)
+            record = records[name] = ImageRecord(name, safe_image_path(image_dir, name, where), *size,
+                                                 image_id=len(records) + 1)
         if not rle.strip():
             continue
         category_id, attrs = parse_class_id(class_id, where)
         record.instances.append(InstanceRecord(category_id, attrs, rle, where))
-    return Source("imaterialist", folder, categories, attributes, list(records.values()), rle_base)
+    return Source("imaterialist", path or csv_path, categories, attributes, list(records.values()), rle_base)
 
 
 def read_coco(path: Path, *, images: str | None = None, kind: str = "coco") -> Source:
@@ -167,24 +192,38 @@ def read_coco(path: Path, *, images: str | None = None, kind: str = "coco") -> S
             height, width = int(image["height"]), int(image["width"])
         except (KeyError, TypeError, ValueError):
             raise DataError(f"{where}: needs integer 'id', 'height', 'width' and a 'file_name'") from None
-        by_id[image_id] = ImageRecord(name, safe_image_path(image_dir, name, where), height, width)
+        by_id[image_id] = ImageRecord(name, safe_image_path(image_dir, name, where), height, width,
+                                      image_id=image_id)
     skipped: dict[str, int] = {}
     for i, ann in enumerate(data.get("annotations", [])):
         where = f"{path} annotations[{i}] (id {ann.get('id', '?')})"
         record = by_id.get(ann.get("image_id"))
         if record is None:
             raise DataError(f"{where}: image_id {ann.get('image_id')!r} is not in 'images'")
-        if ann.get("iscrowd", 0):
-            skipped["crowd annotation"] = skipped.get("crowd annotation", 0) + 1
-            continue
         if "segmentation" not in ann or "category_id" not in ann:
             raise DataError(f"{where}: needs 'segmentation' and 'category_id'")
-        attrs = [int(a) for a in ann.get("attribute_ids", []) or []]
-        record.instances.append(InstanceRecord(int(ann["category_id"]), attrs, ann["segmentation"], where))
+        instance = _coco_instance(ann, where)
+        if ann.get("iscrowd", 0):
+            skipped["crowd annotation"] = skipped.get("crowd annotation", 0) + 1
+            record.crowd.append(instance)
+        else:
+            record.instances.append(instance)
     return Source(kind, path, categories, attributes, list(by_id.values()), 0, skipped)
 
 
-def read_source(data: str | Path, *, images: str | None = None, rle_base: int = 0) -> Source:
+def _coco_instance(ann: dict, where: str) -> InstanceRecord:
+    """One COCO annotation as a record, keeping its own id, area and bbox."""
+    try:
+        attrs = [int(a) for a in ann.get("attribute_ids", []) or []]
+        box = [float(v) for v in ann["bbox"]] if "bbox" in ann else None
+        area = float(ann["area"]) if "area" in ann else None
+        ann_id = int(ann["id"]) if "id" in ann else None
+        return InstanceRecord(int(ann["category_id"]), attrs, ann["segmentation"], where, ann_id, area, box)
+    except (TypeError, ValueError):
+        raise DataError(f"{where}: category_id, id, area, bbox and attribute_ids must be numbers") from None
+
+
+def read_source(data: str | Path, *, images: str | None = None, rle_base: int = KAGGLE_RLE_BASE) -> Source:
     """Read any supported DATA argument (see the module docstring)."""
     path = Path(data).expanduser()
     if path.is_file() and path.suffix.lower() == ".json":

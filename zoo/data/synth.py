@@ -144,7 +144,7 @@ def class_id(layer: Layer) -> str:
 def write_synthetic(out: str | Path, *, n: int = 300, size: int = 256, seed: int = 0) -> Path:
     """Write ``n`` synthetic ``size x size`` images in the iMaterialist 2019 layout under ``out``.
 
-    Files: ``train.csv`` (0-based column-major RLE, ``ClassId`` with attribute suffixes),
+    Files: ``train.csv`` (1-based column-major RLE, ``ClassId`` with attribute suffixes),
     ``label_descriptions.json`` (the real 46 categories, 92 attributes), ``train/<ImageId>.jpg``.
     Returns ``out``.
     """
