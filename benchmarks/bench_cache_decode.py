@@ -1,4 +1,4 @@
-"""Masks of a `zoo data prepare` cache read at the cache's own size: pure-Python vs C RLE decoding.
+"""Masks of a `zoo data prepare` cache read at the cache's own size: zoo's vs pycocotools' RLE decoding.
 
 A cache stores compressed COCO RLE masks already at the training size, so when training reads it
 at that size (``data.max_size`` equal to the cache's) no resizing is needed. For each ``--sizes``
@@ -6,7 +6,7 @@ side the benchmark writes the embedded synthetic dataset at that side, prepares 
 and times three ways of turning every cached mask into the row-major uint8 ``[N, H, W]`` the
 dataset hands on:
 
-* **runs**: zoo's pure-Python compressed-counts parser (``coco_rle_runs``) and numpy
+* **runs**: zoo's compressed-counts parser (``coco_rle_runs``) and numpy
   ``decode_runs_at_size`` on an identity grid;
 * **pycocotools**: ``pycocotools.mask.decode`` (C) of an image's masks at once, then the copy
   from its column-major ``[H, W, N]`` to row-major ``[N, H, W]``;
