@@ -1,4 +1,4 @@
-"""Masks of a `zoo data prepare` cache read at the cache's own size: zoo's vs pycocotools' RLE decoding.
+"""A `zoo data prepare` cache read at its own size: zoo's vs pycocotools' RLE decoding.
 
 A cache stores compressed COCO RLE masks already at the training size, so when training reads it
 at that size (``data.max_size`` equal to the cache's) no resizing is needed. For each ``--sizes``
