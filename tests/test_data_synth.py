@@ -73,3 +73,19 @@ def test_synthetic_images_are_not_blank_and_dataset_reads_them(synth_dir: Path) 
     for i in range(3):
         image, target = ds[i]
         assert image.shape == (3, 64, 64) and image.float().std() > 10 and len(target["labels"]) > 0
+
+
+def test_max_people_caps_the_figures_per_image(synth_dir: Path, tmp_path: Path) -> None:
+    import pytest
+
+    from zoo.errors import UserError
+
+    capped = rows_by_image(write_synthetic(tmp_path / "one", n=12, size=128, seed=0, max_people=1))
+    default = rows_by_image(synth_dir)
+    # A figure wears one top garment (t-shirt, shirt or dress), visible or not: more than one
+    # top per image means more than one figure.
+    tops = {name: sum(c in (TSHIRT, SHIRT, DRESS) for _, c, _ in rows) for name, rows in default.items()}
+    assert max(tops.values()) >= 2, "the default set has images with several figures"
+    assert all(sum(c in (TSHIRT, SHIRT, DRESS) for _, c, _ in rows) <= 1 for rows in capped.values())
+    with pytest.raises(UserError, match="max_people"):
+        write_synthetic(tmp_path / "bad", n=1, size=64, max_people=0)

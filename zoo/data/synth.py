@@ -124,10 +124,10 @@ def paint_layers(canvas: np.ndarray, layers: list[Layer], rng: np.random.Generat
     return kept
 
 
-def render_scene(rng: np.random.Generator, size: int) -> tuple[np.ndarray, list[Layer]]:
-    """One image uint8 ``[size, size, 3]`` and its visible annotated layers."""
+def render_scene(rng: np.random.Generator, size: int, max_people: int = 3) -> tuple[np.ndarray, list[Layer]]:
+    """One image uint8 ``[size, size, 3]`` and its visible annotated layers (1 to ``max_people`` figures)."""
     canvas = background(rng, size)
-    n_people = int(rng.choice([1, 2, 3], p=[0.45, 0.35, 0.2]))
+    n_people = min(max_people, int(rng.choice([1, 2, 3], p=[0.45, 0.35, 0.2])))
     heights = np.sort(rng.uniform(0.35, 1.15, n_people)) * size  # far (small) first
     layers: list[Layer] = []
     for u in heights:
@@ -141,8 +141,11 @@ def class_id(layer: Layer) -> str:
     return "_".join(str(v) for v in (layer.category, *layer.attributes))
 
 
-def write_synthetic(out: str | Path, *, n: int = 300, size: int = 256, seed: int = 0) -> Path:
+def write_synthetic(out: str | Path, *, n: int = 300, size: int = 256, seed: int = 0, max_people: int = 3) -> Path:
     """Write ``n`` synthetic ``size x size`` images in the iMaterialist 2019 layout under ``out``.
+
+    ``max_people`` caps the figures per image (default 3): with 1, no two figures overlap, so
+    garments of one category never touch across people.
 
     Files: ``train.csv`` (1-based column-major RLE, ``ClassId`` with attribute suffixes),
     ``label_descriptions.json`` (the real 46 categories, 92 attributes), ``train/<ImageId>.jpg``.
@@ -150,6 +153,8 @@ def write_synthetic(out: str | Path, *, n: int = 300, size: int = 256, seed: int
     """
     if n < 1 or size < 32:
         raise UserError(f"synthetic dataset: need n >= 1 and size >= 32 (got n={n}, size={size})")
+    if not 1 <= max_people <= 3:
+        raise UserError(f"synthetic dataset: max_people must be 1, 2 or 3 (got {max_people})")
     out = Path(out)
     (out / "train").mkdir(parents=True, exist_ok=True)
     (out / "label_descriptions.json").write_text(json.dumps(label_descriptions(), indent=2))
@@ -157,7 +162,7 @@ def write_synthetic(out: str | Path, *, n: int = 300, size: int = 256, seed: int
     rows = []
     for i in range(n):
         rng = np.random.default_rng([seed, i])
-        canvas, layers = render_scene(rng, size)
+        canvas, layers = render_scene(rng, size, max_people)
         image_id = f"synth{seed:04d}{i:06d}.jpg"
         Image.fromarray(canvas).save(out / "train" / image_id, quality=90)
         rows += [(image_id, encode_kaggle_rle(a.mask), size, size, class_id(a)) for a in layers]
