@@ -137,21 +137,26 @@ def train(
 @app.command("eval")
 def evaluate(
     run: Annotated[Optional[Path], typer.Argument(help="A run folder to evaluate.")] = None,
-    gt: Annotated[Optional[Path], typer.Option(help="COCO ground-truth JSON.")] = None,
-    pred: Annotated[Optional[Path], typer.Option(help="COCO results JSON.")] = None,
+    gt: Annotated[Optional[Path], typer.Option(help="Ground truth: COCO JSON, iMaterialist CSV or dataset "
+                                                    "folder.")] = None,
+    pred: Annotated[Optional[Path], typer.Option(help="Predictions: COCO results JSON, scored COCO dataset JSON "
+                                                      "or iMaterialist submission CSV.")] = None,
     data: Annotated[Optional[str], typer.Option(help="Dataset (default: the run's own).")] = None,
     split: Annotated[str, typer.Option(help="val, train or all.")] = "val",
     limit: Annotated[Optional[int], typer.Option(help="Evaluate the first N images.")] = None,
     out: Annotated[Optional[Path], typer.Option(help="metrics.json to write.")] = None,
     backend: Annotated[str, typer.Option(help="faster (faster-coco-eval) or pycocotools.")] = "faster",
+    resolution: Annotated[str, typer.Option(help="original (each photo at its own size, the source's ids) "
+                                                 "or input (the size the model reads).")] = "original",
+    rle_base: RleBaseOpt = 1,
 ) -> None:
-    """Score a run on a dataset, or a COCO results file against a COCO ground-truth file."""
+    """Score a run on a dataset, or predictions against a ground-truth file."""
     from zoo.metrics.cli_eval import eval_files, eval_run
 
     if run is not None:
-        _run(eval_run, run, data=data, split=split, limit=limit, out=out, backend=backend)
+        _run(eval_run, run, data=data, split=split, limit=limit, out=out, backend=backend, resolution=resolution)
     elif gt is not None and pred is not None:
-        _run(eval_files, gt, pred, out=out, backend=backend)
+        _run(eval_files, gt, pred, out=out, backend=backend, rle_base=rle_base)
     else:
         typer.secho("error: give a RUN folder, or both --gt and --pred", fg="red", err=True)
         raise typer.Exit(2)
@@ -200,11 +205,15 @@ def predict(
     inputs: Annotated[list[Path], typer.Argument(help="Images or folders of images.")],
     out: Annotated[Path, typer.Option(help="Output folder.")] = Path("runs/predict"),
     score_threshold: Annotated[float, typer.Option(help="Keep detections above this score.")] = 0.5,
+    format: Annotated[str, typer.Option(help="coco (results.json and predictions.json) or imaterialist-csv "
+                                             "(submission.csv, Kaggle 2019).")] = "coco",
+    rle_base: RleBaseOpt = 1,
 ) -> None:
-    """Annotate unlabeled photos: overlays, COCO results JSON, counts and co-occurrence."""
+    """Annotate unlabeled photos: overlays, COCO results and dataset files (or a submission CSV),
+    counts and co-occurrence."""
     from zoo.predict import predict_from_cli
 
-    _run(predict_from_cli, run, inputs, out=out, score_threshold=score_threshold)
+    _run(predict_from_cli, run, inputs, out=out, score_threshold=score_threshold, format=format, rle_base=rle_base)
 
 
 if __name__ == "__main__":

@@ -89,10 +89,44 @@ def test_eval_run_writes_metrics_results_and_figures(trained_run: Path) -> None:
     val = json.loads((trained_run / "split.json").read_text())["val"]
     assert m["split"] == "val" and m["n_images"] == len(val)
     assert {"segm", "bbox", "per_category", "semantic", "confusion"} <= set(m)
-    results = json.loads((out / "results.json").read_text())
-    assert {r["image_id"] for r in results} <= set(val)
-    for name in ("gt.json", "confusion.csv", "confusion.png", "pr_curves.png", "pr_per_category.png"):
+    assert m["resolution"]["scored_at"] == "original" and "original resolution" in proc.stdout
+    # Standard files with the source's ids: the validation photos by name, ids 1-based in CSV order.
+    results, gt = (json.loads((out / name).read_text()) for name in ("results.json", "gt.json"))
+    split = json.loads((trained_run / "split.json").read_text())
+    assert sorted(im["file_name"] for im in gt["images"]) == sorted(split["val_image_ids"])
+    assert {im["id"] for im in gt["images"]} == {i + 1 for i in val}
+    assert {r["image_id"] for r in results} <= {i + 1 for i in val}
+    for name in ("results_segm.json", "confusion.csv", "confusion.png", "pr_curves.png", "pr_per_category.png"):
         assert (out / name).is_file(), name
+    # The written files score the same through `zoo eval --gt --pred`.
+    again = CliRunner().invoke(app, ["eval", "--gt", str(out / "gt.json"), "--pred", str(out / "results.json"),
+                                     "--out", str(out / "again.json")])
+    assert again.exit_code == 0, again.output[-2000:]
+    rescored = json.loads((out / "again.json").read_text())
+    assert rescored["segm"] == pytest.approx(m["segm"], abs=1e-4) and rescored["bbox"] == pytest.approx(m["bbox"], abs=1e-4)
+
+
+def test_eval_pred_takes_a_results_list_or_a_scored_coco_dataset(tmp_path: Path) -> None:
+    sample = fashionpedia_sample()
+    results = json.loads((sample / "fake_results.json").read_text())
+    gt = json.loads((sample / "sample.json").read_text())
+    # The same detections as a COCO dataset (zoo predict's predictions.json): its own image ids,
+    # matched to the ground truth by file name.
+    renumber = {im["id"]: 100 + k for k, im in enumerate(gt["images"])}
+    dataset = {"images": [{**im, "id": renumber[im["id"]]} for im in gt["images"]], "categories": gt["categories"],
+               "annotations": [{**r, "id": k + 1, "image_id": renumber[r["image_id"]]} for k, r in enumerate(results)]}
+    (tmp_path / "as_dataset.json").write_text(json.dumps(dataset))
+    scores = []
+    for pred in (sample / "fake_results.json", tmp_path / "as_dataset.json"):
+        proc = CliRunner().invoke(app, ["eval", "--gt", str(sample / "sample.json"), "--pred", str(pred),
+                                        "--out", str(tmp_path / f"{pred.stem}.json")])
+        assert proc.exit_code == 0, proc.output[-2000:]
+        scores.append(json.loads((tmp_path / f"{pred.stem}.json").read_text())["segm"])
+    assert scores[0] == scores[1] and 0 < scores[0]["AP"] < 1
+    dataset["annotations"][0].pop("score")
+    (tmp_path / "unscored.json").write_text(json.dumps(dataset))
+    proc = CliRunner().invoke(app, ["eval", "--gt", str(sample / "sample.json"), "--pred", str(tmp_path / "unscored.json")])
+    assert proc.exit_code == 2 and "unscored.json: annotations[0] has no score" in proc.stderr
 
 
 def test_eval_run_other_split_to_named_file(trained_run: Path, tmp_path: Path) -> None:
@@ -102,5 +136,8 @@ def test_eval_run_other_split_to_named_file(trained_run: Path, tmp_path: Path) -
     m = json.loads((tmp_path / "train.json").read_text())
     assert m["split"] == "train" and m["n_images"] == 2
     assert (tmp_path / "results.json").is_file() and not (tmp_path / "metrics.json").exists()
+    small = CliRunner().invoke(app, ["eval", str(trained_run), "--resolution", "input", "--out", str(tmp_path / "in")])
+    assert small.exit_code == 0, small.output[-2000:]
+    assert json.loads((tmp_path / "in" / "metrics.json").read_text())["resolution"]["scored_at"] == "input"
     bad = CliRunner().invoke(app, ["eval", str(trained_run), "--split", "test"])
     assert bad.exit_code == 2 and "unknown split 'test'" in bad.stderr

@@ -1,5 +1,6 @@
-"""evaluate_adapter end to end: a colour-segmenting adapter with known answers, the files it
-writes scored again by plain pycocotools, every registered adapter on real synthetic JPEGs."""
+"""evaluate_adapter end to end: a colour-segmenting adapter with known answers (scored at the input
+size: the painted set has no source file), the files it writes scored again by plain pycocotools,
+every registered adapter on real synthetic JPEGs (at the original resolution)."""
 
 from __future__ import annotations
 
@@ -97,7 +98,8 @@ class ColourSegmenter(Adapter):
 
 def test_exact_predictions_give_perfect_scores_and_all_files(tmp_path: Path) -> None:
     ds = PaintedSet()
-    m = evaluate_adapter(ColourSegmenter(), ds, [0, 1, 2], batch_size=2, out_dir=tmp_path, plots=True)
+    m = evaluate_adapter(ColourSegmenter(), ds, [0, 1, 2], batch_size=2, out_dir=tmp_path, plots=True,
+                         resolution="input")
     assert m["segm"]["AP"] == pytest.approx(1.0) and m["bbox"]["AP"] == pytest.approx(1.0)
     assert m["semantic"] == {"mIoU": 1.0, "pixel_acc": 1.0, "score_threshold": 0.5, "n_categories": 3}
     assert m["confusion"]["correct"] == 4 and m["confusion"]["missed"] == m["confusion"]["spurious"] == 0
@@ -117,10 +119,10 @@ def test_exact_predictions_give_perfect_scores_and_all_files(tmp_path: Path) -> 
 
 def test_subset_and_wrong_adapter_output_is_reported(tmp_path: Path) -> None:
     ds = PaintedSet()
-    m = evaluate_adapter(ColourSegmenter(), ds, [1], out_dir=None)
+    m = evaluate_adapter(ColourSegmenter(), ds, [1], out_dir=None, resolution="input")
     assert m["n_images"] == 1 and list(m["per_category"]) == ["garment3"]
     with pytest.raises(ValueError, match="labels must be in 1..2"):
-        evaluate_adapter(ColourSegmenter(num_classes=3), _TwoCategorySet(), [1])
+        evaluate_adapter(ColourSegmenter(num_classes=3), _TwoCategorySet(), [1], resolution="input")
 
 
 class _TwoCategorySet(PaintedSet):
@@ -238,7 +240,8 @@ def plain_pycocotools(gt_file: Path, results_file: Path, iou_type: str) -> tuple
 @pytest.mark.parametrize("backend", ["faster", "pycocotools"])
 def test_written_files_scored_by_plain_pycocotools_give_metrics_json(backend: str, tmp_path: Path) -> None:
     ds = ScatteredSet()
-    evaluate_adapter(SloppySegmenter(), ds, range(len(ds)), batch_size=4, out_dir=tmp_path, backend=backend)
+    evaluate_adapter(SloppySegmenter(), ds, range(len(ds)), batch_size=4, out_dir=tmp_path, backend=backend,
+                     resolution="input")
     written = json.loads((tmp_path / "metrics.json").read_text())
     for iou_type in ("segm", "bbox"):
         stats, ev = plain_pycocotools(tmp_path / "gt.json", tmp_path / "results.json", iou_type)
@@ -309,13 +312,14 @@ def test_every_adapter_is_scored_on_real_jpegs(name: str, synth_dataset, tmp_pat
     results = json.loads((tmp_path / "results.json").read_text())
     gt = json.loads((tmp_path / "gt.json").read_text())
     assert len(results) == m["n_detections"]
-    assert sorted(im["id"] for im in gt["images"]) == [0, 1, 2]
+    # The source's own image ids (1-based CSV order), the photos at their own size.
+    assert sorted(im["id"] for im in gt["images"]) == [1, 2, 3] and m["resolution"]["scored_at"] == "original"
     assert len(gt["annotations"]) == sum(len(synth_dataset[i][1]["labels"]) for i in range(3))
     # results.json is the adapter's own output, image by image and in its order.
     label_to_cat = {c.label: c.id for c in synth_dataset.categories}
     for i in range(3):
         pred = adapter.predict([synth_dataset[i][0].as_subclass(torch.Tensor).float() / 255])[0]
-        rows = [r for r in results if r["image_id"] == i]
+        rows = [r for r in results if r["image_id"] == i + 1]
         assert len(rows) == len(pred)
         assert [r["score"] for r in rows] == pytest.approx(pred.scores.tolist(), abs=1e-6)
         assert [r["category_id"] for r in rows] == [label_to_cat[lab] for lab in pred.labels.tolist()]

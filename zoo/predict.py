@@ -1,9 +1,15 @@
 """`zoo predict`: annotate photos that have no labels with a trained run.
 
-For every photo: an overlay PNG (translucent masks, outlines, category and score), and its
-instances in one COCO file (``predictions.json``: ``images``, ``categories`` and scored
-``annotations`` with compressed-RLE masks at the photo's own resolution), which any COCO tool
-(and ``zoo`` itself) reads as an annotated dataset. Then what was found: ``counts_per_image.csv``,
+For every photo: an overlay PNG (translucent masks, outlines, category and score). Predictions are
+mapped back through the exact resize and padding that made the network input and pasted at the
+photo's own size straight into RLE (:func:`zoo.data.paste.paste_rle`: no full-size mask exists).
+With ``--format coco`` (the default) they are written twice: ``results.json``, a standard COCO
+results list (``image_id``, ``category_id``, compressed-RLE ``segmentation``, ``bbox``, ``score``;
+the image ids are those of ``predictions.json``), and ``predictions.json``, a COCO dataset
+(``images``, ``categories``, scored ``annotations``) that any COCO tool, and ``zoo`` itself, reads
+as an annotated dataset (auto-annotation), and that ``zoo eval --pred`` scores against any ground
+truth with the same file names. With ``--format imaterialist-csv``: ``submission.csv`` in the
+Kaggle 2019 layout (:mod:`zoo.metrics.submission`). Then what was found: ``counts_per_image.csv``,
 ``counts.csv`` (instances and images per category) and ``cooccurrence.csv`` (images in which two
 categories appear together), with the counts and co-occurrence printed as tables.
 """
@@ -24,10 +30,12 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from zoo.data.rle import KAGGLE_RLE_BASE
 from zoo.errors import DataError, UserError
 from zoo.types import Category, InstancePred
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+FORMATS = ("coco", "imaterialist-csv")
 OVERLAY_MAX_SIDE = 1280  # overlays of large photos are drawn at this longest side
 
 
@@ -58,11 +66,9 @@ def find_images(inputs: Sequence[Path]) -> list[tuple[Path, str]]:
 
 @dataclass
 class PhotoResult:
-    """One annotated photo: ``labels`` 1..C, ``scores``, and ``masks`` bool ``[N, h, w]`` at the
-    model's resolution (the photo's ``height`` x ``width`` scaled to the run's size, unpadded).
-
-    Masks are brought to the photo's own size one instance at a time when they are written, so
-    a 24-megapixel photo never holds N full-size masks at once.
+    """One annotated photo: ``labels`` 1..C, ``scores``, ``masks`` bool ``[N, h, w]`` at the model's
+    resolution (the photo's ``height`` x ``width`` scaled to the run's size, unpadded, for the
+    overlay) and ``rows``, its COCO results at the photo's own size (image id 0 until numbered).
     """
 
     path: Path
@@ -72,6 +78,7 @@ class PhotoResult:
     labels: list[int]
     scores: list[float]
     masks: np.ndarray
+    rows: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass
@@ -95,22 +102,26 @@ def upscale_mask(mask: np.ndarray, height: int, width: int) -> np.ndarray:
 
 
 def predict_photo(adapter: Any, path: Path, name: str, spec: Any, device: torch.device,
-                  score_threshold: float) -> PhotoResult:
-    """Read ``path`` at the run's training size, predict, keep scores >= threshold, and bring the
-    masks back to the photo's own resolution."""
+                  score_threshold: float, label_to_cat: dict[int, int]) -> PhotoResult:
+    """Read ``path`` at the run's training size, predict, keep scores >= threshold, and map the
+    instances back to the photo's own resolution (:func:`zoo.metrics.original.original_results`)."""
     from zoo.data.decode import load_image
+    from zoo.metrics.original import OriginalImage, original_results
+    from zoo.transforms import InputGeometry
 
     pixels, (height, width) = load_image(path, spec)
-    h, w = pixels.shape[:2]
-    canvas_h, canvas_w = spec.canvas_size(height, width)
-    canvas = np.zeros((canvas_h, canvas_w, 3), dtype=np.uint8)
-    canvas[:h, :w] = pixels  # square mode pads bottom/right, as in training
+    geometry = InputGeometry.of(spec, height, width)
+    canvas = np.zeros((*geometry.canvas, 3), dtype=np.uint8)
+    canvas[: pixels.shape[0], : pixels.shape[1]] = pixels  # square mode pads bottom/right, as in training
     image = torch.from_numpy(canvas).permute(2, 0, 1).to(device).float().div_(255.0)
     pred: InstancePred = adapter.predict([image])[0].to("cpu")
-    keep = pred.scores >= score_threshold
-    masks = pred.masks[keep][:, :h, :w]
-    return PhotoResult(path, name, height, width, pred.labels[keep].tolist(), pred.scores[keep].tolist(),
-                       masks.numpy().astype(bool))
+    keep = (pred.scores >= score_threshold).nonzero().flatten().tolist()
+    attributes = [pred.attributes[k] for k in keep] if pred.attributes is not None else None
+    pred = InstancePred(pred.boxes[keep], pred.labels[keep], pred.scores[keep], pred.masks[keep], attributes)
+    entry = {"id": 0, "file_name": name, "height": height, "width": width}
+    rows = original_results(pred, OriginalImage(entry, [], geometry), label_to_cat)
+    return PhotoResult(path, name, height, width, pred.labels.tolist(), pred.scores.tolist(),
+                       geometry.unpad(pred.masks).numpy().astype(bool), rows)
 
 
 def category_colors(categories: Sequence[Category]) -> dict[int, tuple[int, int, int]]:
@@ -156,20 +167,17 @@ def draw_overlay(photo: Image.Image, result: PhotoResult, names: dict[int, str],
     return image
 
 
-def coco_annotations(result: PhotoResult, image_id: int, first_id: int,
-                     label_to_cat: dict[int, int]) -> list[dict[str, Any]]:
-    """Scored COCO annotations: compressed RLE at the photo's own size, xywh box, pixel area."""
-    from faster_coco_eval.core import mask as mask_utils
-
-    from zoo.metrics.coco import masks_to_rles
+def coco_annotations(result: PhotoResult, image_id: int, first_id: int) -> list[dict[str, Any]]:
+    """The photo's results rows as scored COCO annotations: ``image_id``, ids from ``first_id``, the
+    mask's pixel ``area`` and tight ``bbox`` (what an annotation file holds), ``iscrowd`` 0."""
+    from pycocotools import mask as mask_utils
 
     anns = []
-    for mask, label, score in zip(result.masks, result.labels, result.scores):
-        rle = masks_to_rles(upscale_mask(mask, result.height, result.width)[None])[0]
-        coded = {"size": rle["size"], "counts": rle["counts"].encode("ascii")}
-        anns.append({"id": first_id + len(anns), "image_id": image_id, "category_id": label_to_cat[label],
-                     "segmentation": rle, "bbox": [float(v) for v in mask_utils.toBbox(coded)],
-                     "area": float(mask_utils.area(coded)), "score": round(float(score), 5), "iscrowd": 0})
+    for row in result.rows:
+        coded = {"size": row["segmentation"]["size"], "counts": row["segmentation"]["counts"].encode("ascii")}
+        anns.append({**row, "id": first_id + len(anns), "image_id": image_id, "score": round(row["score"], 5),
+                     "bbox": [float(v) for v in mask_utils.toBbox(coded)], "area": float(mask_utils.area(coded)),
+                     "iscrowd": 0})
     return anns
 
 
@@ -256,6 +264,7 @@ class Annotated:
     results: list[PhotoResult] = field(default_factory=list)
     images: list[dict[str, Any]] = field(default_factory=list)
     annotations: list[dict[str, Any]] = field(default_factory=list)
+    rows: list[dict[str, Any]] = field(default_factory=list)  # COCO results, image ids of ``images``
     skipped: list[str] = field(default_factory=list)
 
 
@@ -280,41 +289,61 @@ def annotate_photos(run: Any, photos: list[tuple[Path, str]], out: Path, score_t
         for path, name in photos:
             bar.update(task, name=name)
             try:
-                result = predict_photo(adapter, path, name, spec, device, score_threshold)
+                result = predict_photo(adapter, path, name, spec, device, score_threshold, label_to_cat)
             except DataError as err:  # an unreadable photo is skipped and reported, not fatal
                 done.skipped.append(str(err))
                 bar.advance(task)
                 continue
             image_id = len(done.images) + 1
             done.images.append({"id": image_id, "file_name": name, "height": result.height, "width": result.width})
-            done.annotations += coco_annotations(result, image_id, len(done.annotations) + 1, label_to_cat)
+            done.annotations += coco_annotations(result, image_id, len(done.annotations) + 1)
+            done.rows += [{**row, "image_id": image_id} for row in result.rows]
             overlay = out / "overlays" / (Path(name).with_suffix("").as_posix().replace("/", "__") + ".png")
             with Image.open(path) as photo:
                 draw_overlay(photo, result, names, colors).save(overlay)
-            # Only names and labels are needed from here on (counts); the masks are written.
-            done.results.append(replace(result, masks=np.zeros((0, 0, 0), dtype=bool)))
+            # Only names and labels are needed from here on (counts); the masks are in ``rows``.
+            done.results.append(replace(result, masks=np.zeros((0, 0, 0), dtype=bool), rows=[]))
             bar.advance(task)
     return done
 
 
+def write_predictions(out: Path, done: Annotated, run: Any, score_threshold: float, fmt: str,
+                      rle_base: int) -> list[Path]:
+    """The standard files of ``fmt`` (see the module docstring); returns their paths."""
+    if fmt == "imaterialist-csv":
+        from zoo.metrics.submission import write_submission
+
+        per_image = {im["id"]: (im["file_name"], []) for im in done.images}
+        for row in done.rows:
+            per_image[row["image_id"]][1].append(row)
+        return [write_submission(out / "submission.csv", list(per_image.values()), base=rle_base)]
+    categories = [{"id": c.id, "name": c.name, "supercategory": c.supercategory} for c in run.dataset.categories]
+    (out / "results.json").write_text(json.dumps(done.rows))
+    (out / "predictions.json").write_text(json.dumps(
+        {"info": {"description": f"predictions of {run.path}", "score_threshold": score_threshold},
+         "images": done.images, "categories": categories, "annotations": done.annotations}))
+    return [out / "results.json", out / "predictions.json"]
+
+
 def predict_photos(run_dir: Path, inputs: Sequence[Path], *, out: Path, score_threshold: float = 0.5,
-                   console: Console | None = None) -> PredictSummary:
+                   console: Console | None = None, format: str = "coco",
+                   rle_base: int = KAGGLE_RLE_BASE) -> PredictSummary:
     """Annotate every photo in ``inputs`` with the run's best weights; see the module docstring.
 
     Unreadable photos are skipped, counted and listed (in the summary and ``skipped.txt``).
+    ``format`` is ``coco`` or ``imaterialist-csv``; ``rle_base`` the CSV's start base.
     """
     from zoo.train.run import load_run
 
     console = console or Console(stderr=True)
     if not 0.0 <= score_threshold <= 1.0:
         raise UserError(f"--score-threshold {score_threshold}: must be in [0, 1]")
+    if format not in FORMATS:
+        raise UserError(f"--format {format!r}: choose one of {', '.join(FORMATS)}")
     photos = find_images(inputs)
     run = load_run(run_dir)
     done = annotate_photos(run, photos, out, score_threshold, console)
-    categories = [{"id": c.id, "name": c.name, "supercategory": c.supercategory} for c in run.dataset.categories]
-    (out / "predictions.json").write_text(json.dumps(
-        {"info": {"description": f"predictions of {run.path}", "score_threshold": score_threshold},
-         "images": done.images, "categories": categories, "annotations": done.annotations}))
+    written = write_predictions(out, done, run, score_threshold, format, rle_base)
     if done.skipped:
         (out / "skipped.txt").write_text("\n".join(done.skipped) + "\n")
     names = {c.label: c.name for c in run.dataset.categories}
@@ -323,10 +352,12 @@ def predict_photos(run_dir: Path, inputs: Sequence[Path], *, out: Path, score_th
     for line in done.skipped:
         console.print(f"[yellow]skipped[/] {line}")
     console.print(f"{len(done.results)} photos, {len(done.annotations)} instances, {len(done.skipped)} skipped "
-                  f"-> [bold]{out}[/]")
+                  f"-> [bold]{out}[/] ({', '.join(p.name for p in written)})")
     return PredictSummary(out, len(done.results), len(done.annotations), done.skipped, dict(instances))
 
 
-def predict_from_cli(run: Path, inputs: Sequence[Path], *, out: Path, score_threshold: float) -> PredictSummary:
+def predict_from_cli(run: Path, inputs: Sequence[Path], *, out: Path, score_threshold: float, format: str = "coco",
+                     rle_base: int = KAGGLE_RLE_BASE) -> PredictSummary:
     """`zoo predict`: see :func:`predict_photos`."""
-    return predict_photos(Path(run), list(inputs), out=Path(out), score_threshold=score_threshold)
+    return predict_photos(Path(run), list(inputs), out=Path(out), score_threshold=score_threshold, format=format,
+                          rle_base=rle_base)

@@ -9,6 +9,7 @@ tight) and instances whose masks vanished are dropped, attributes included.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -110,3 +111,42 @@ def augment_sample(image: Tensor, target: dict[str, Any], pipeline: v2.Compose) 
     if attrs is not None:
         merged["attributes"] = attrs
     return image.as_subclass(Tensor), tighten_and_drop(merged)
+
+
+# ---------------------------------------------------------------- from the network input back to the photo
+@dataclass(frozen=True)
+class InputGeometry:
+    """How a photo became the network input, so predictions can be mapped back exactly.
+
+    The data core resizes the photo ``source`` ``(H, W)`` to ``scaled`` ``(h, w)`` (see
+    :class:`zoo.data.decode.ResizeSpec`), then zero-pads it at the bottom/right to ``canvas``
+    (square mode; otherwise ``canvas == scaled``). Evaluation never crops.
+    """
+
+    source: tuple[int, int]
+    scaled: tuple[int, int]
+    canvas: tuple[int, int]
+
+    @classmethod
+    def of(cls, spec: Any, height: int, width: int) -> "InputGeometry":
+        """The geometry a :class:`~zoo.data.decode.ResizeSpec` gives a ``height x width`` photo."""
+        return cls((int(height), int(width)), tuple(spec.scaled_size(height, width)),
+                   tuple(spec.canvas_size(height, width)))
+
+    @property
+    def resized(self) -> bool:
+        """True when the network input is not the photo at its own size."""
+        return self.scaled != self.source or self.canvas != self.source
+
+    def unpad(self, masks: Tensor) -> Tensor:
+        """Masks ``[N, Hc, Wc]`` on the canvas -> ``[N, h, w]``, the region that holds the photo."""
+        return masks[..., : self.scaled[0], : self.scaled[1]]
+
+    def boxes_to(self, boxes: Tensor, out_hw: tuple[int, int] | None = None) -> Tensor:
+        """XYXY boxes float ``[N, 4]`` in canvas pixels -> pixels of ``out_hw`` (default the photo),
+        clipped to it. Padding is at the bottom/right, so only a scale per axis is undone."""
+        out_h, out_w = out_hw or self.source
+        scale = torch.tensor([out_w / self.scaled[1], out_h / self.scaled[0]] * 2, dtype=torch.float64)
+        mapped = boxes.detach().cpu().to(torch.float64) * scale
+        limit = torch.tensor([out_w, out_h] * 2, dtype=torch.float64)
+        return torch.minimum(mapped.clamp(min=0), limit).to(torch.float32)

@@ -39,12 +39,15 @@ class InstancePred:
         labels: int64 ``[N]`` in ``1..C``.
         scores: float32 ``[N]`` in ``[0, 1]``.
         masks: bool ``[N, H, W]`` at the size of the image given to ``predict``.
+        attributes: N lists of attribute ids (as the source file numbers them) for a model that
+            predicts attributes; ``None`` for one that does not.
     """
 
     boxes: Tensor
     labels: Tensor
     scores: Tensor
     masks: Tensor
+    attributes: list[list[int]] | None = None
 
     def __len__(self) -> int:
         return int(self.labels.numel())
@@ -59,4 +62,5 @@ class InstancePred:
         )
 
     def to(self, device: torch.device | str) -> "InstancePred":
-        return InstancePred(*(t.to(device) for t in (self.boxes, self.labels, self.scores, self.masks)))
+        return InstancePred(*(t.to(device) for t in (self.boxes, self.labels, self.scores, self.masks)),
+                            attributes=self.attributes)

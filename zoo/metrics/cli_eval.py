@@ -1,4 +1,4 @@
-"""`zoo eval`: score a COCO results file against a COCO ground-truth file, or a trained run.
+"""`zoo eval`: score a results file against a ground-truth file, or a trained run.
 
 metrics.json layout (fractions in [0, 1]; -1 where COCO cannot define a value, e.g. APl when no
 ground-truth object is large, or a category's AP when it has no ground truth)::
@@ -9,7 +9,14 @@ ground-truth object is large, or a category's AP when it has no ground truth)::
                              "bbox_AP", "bbox_AP50", "bbox_AP75", "IoU" (runs only)}},
      "semantic": {"mIoU", "pixel_acc", "score_threshold", "n_categories"},      (runs only)
      "confusion": {"correct", "wrong_category", "missed", "spurious", ...},      (runs only)
+     "resolution": {"scored_at": "original" | "input" | ..., "input_max_size", "n_resized"},
+     "at_input_size": {"segm": {...}, "bbox": {...}},  (runs scored at the original resolution
+                                                        whose photos were resized for the network)
      ...provenance: "backend", "gt"/"pred" or "run"/"split"/"data", "n_images", "time_s"}
+
+``--gt`` may be a COCO JSON, an iMaterialist CSV or dataset folder; ``--pred`` a COCO results list,
+a COCO dataset with scored annotations (``zoo predict``'s ``predictions.json``) or an iMaterialist
+submission CSV.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from zoo.data.rle import KAGGLE_RLE_BASE
 from zoo.errors import DataError, UserError
 from zoo.metrics.coco import STAT_NAMES, check_results, evaluate_coco, prepare_gt
 
@@ -38,6 +46,16 @@ def _fmt(value: Any) -> str:
     if not isinstance(value, (int, float)):
         return str(value)
     return "n/a" if value < 0 else f"{value:.3f}"
+
+
+def resolution_label(metrics: dict[str, Any]) -> str:
+    """Where the numbers were scored, in words: ``original resolution`` or ``input size (N px)``."""
+    info = metrics.get("resolution") or {}
+    if info.get("scored_at") == "original":
+        return "original resolution"
+    if info.get("scored_at") == "input":
+        return f"input size ({info.get('input_max_size')} px)"
+    return str(info.get("scored_at", "resolution not recorded"))
 
 
 def print_metrics(metrics: dict[str, Any], title: str = "COCO scores", max_categories: int = 60) -> None:
@@ -64,6 +82,11 @@ def print_metrics(metrics: dict[str, Any], title: str = "COCO scores", max_categ
             cells = [r.get("AP"), r.get("AP50"), r.get("bbox_AP", "-"), *(r.get(c, "-") for c in extra)]
             cat_table.add_row(name, str(r["n_gt"]), str(r["n_det"]), *map(_fmt, cells))
         console.print(cat_table)
+    if "at_input_size" in metrics:
+        small, full = metrics["at_input_size"]["segm"]["AP"], metrics["segm"]["AP"]
+        console.print(f"scored at the input size ({metrics['resolution'].get('input_max_size')} px) instead, "
+                      f"mask AP would be {_fmt(small)}: {'over' if small > full else 'under'}stated by "
+                      f"{abs(small - full):.3f}")
     if "semantic" in metrics:
         s = metrics["semantic"]
         console.print(f"semantic: mIoU {_fmt(s['mIoU'])}  pixel accuracy {_fmt(s['pixel_acc'])}  "
@@ -77,17 +100,77 @@ def _metrics_path(out: Path | None, default_dir: Path | None) -> Path | None:
     return out if out.suffix == ".json" else out / "metrics.json"
 
 
-def eval_files(gt: Path, pred: Path, *, out: Path | None, backend: str) -> dict[str, Any]:
-    """Score the COCO results file ``pred`` against the COCO ground truth ``gt``; print; write ``out``."""
-    gt_data = load_json_file(gt, "ground-truth")
-    if not isinstance(gt_data, dict):
-        raise DataError(f"{gt}: expected a COCO object with images/annotations/categories")
-    results = load_json_file(pred, "results")
+def load_ground_truth(gt: Path, *, rle_base: int = KAGGLE_RLE_BASE) -> dict[str, Any]:
+    """A scorable COCO ground truth from a COCO JSON, an iMaterialist CSV (any subset of
+    ``train.csv``, with ``label_descriptions.json`` beside it) or a dataset folder.
+
+    iMaterialist rows become what ``zoo data export`` writes: full-size RLE, image ids 1, 2, ... in
+    CSV order, ``file_name`` = ``ImageId``.
+    """
+    from zoo.data.export import coco_dataset
+    from zoo.data.sources import read_imaterialist_csv, read_source
+
+    gt = Path(gt)
+    if gt.suffix.lower() == ".csv":
+        if not gt.is_file():
+            raise DataError(f"{gt}: ground-truth file not found")
+        source = read_imaterialist_csv(gt, gt.parent / "label_descriptions.json", gt.parent / "train",
+                                       rle_base=rle_base)
+        data = coco_dataset(source)[0]
+    elif gt.is_dir():
+        data = coco_dataset(read_source(gt, rle_base=rle_base))[0]
+    else:
+        data = load_json_file(gt, "ground-truth")
+        if not isinstance(data, dict):
+            raise DataError(f"{gt}: expected a COCO object with images/annotations/categories")
+    return prepare_gt(data, source=str(gt))
+
+
+def load_predictions(pred: Path, gt: dict[str, Any], *, rle_base: int = KAGGLE_RLE_BASE) -> list[dict[str, Any]]:
+    """COCO results rows from a results list (JSON), a COCO dataset whose annotations carry scores
+    (``zoo predict``'s ``predictions.json``: images matched to ``gt`` by ``file_name``), or an
+    iMaterialist submission CSV (:mod:`zoo.metrics.submission`)."""
+    from zoo.metrics.submission import read_submission
+
+    pred = Path(pred)
+    if pred.suffix.lower() == ".csv":
+        if not pred.is_file():
+            raise DataError(f"{pred}: results file not found")
+        return read_submission(pred, gt, base=rle_base)
+    data = load_json_file(pred, "results")
+    if isinstance(data, dict) and isinstance(data.get("annotations"), list):
+        return dataset_to_results(data, gt, str(pred))
+    return data
+
+
+def dataset_to_results(data: dict[str, Any], gt: dict[str, Any], source: str) -> list[dict[str, Any]]:
+    """Scored annotations of a COCO dataset as results rows, their images renumbered to ``gt``'s ids
+    by ``file_name``."""
+    gt_ids = {str(img["file_name"]): img["id"] for img in gt["images"]}
+    names = {img.get("id"): str(img.get("file_name")) for img in data.get("images", [])}
+    results = []
+    for i, ann in enumerate(data["annotations"]):
+        if "score" not in ann:
+            raise DataError(f"{source}: annotations[{i}] has no score (a ground-truth file, not predictions?)")
+        name = names.get(ann.get("image_id"))
+        if name not in gt_ids:
+            raise DataError(f"{source}: annotations[{i}] is on image {name!r}, which the ground truth does not have")
+        row = {k: ann[k] for k in ("category_id", "segmentation", "bbox", "score", "attribute_ids") if k in ann}
+        results.append({**row, "image_id": gt_ids[name]})
+    return results
+
+
+def eval_files(gt: Path, pred: Path, *, out: Path | None, backend: str,
+               rle_base: int = KAGGLE_RLE_BASE) -> dict[str, Any]:
+    """Score the predictions ``pred`` against the ground truth ``gt`` (see :func:`load_ground_truth`
+    and :func:`load_predictions` for what each may be); print; write ``out``."""
+    gt_data = load_ground_truth(gt, rle_base=rle_base)
+    results = load_predictions(pred, gt_data, rle_base=rle_base)
     # Checked here first so that errors name the files.
-    gt_data = prepare_gt(gt_data, source=str(gt))
     check_results(results, gt_data, source=str(pred))
     metrics = evaluate_coco(gt_data, results, backend=backend)
-    metrics.update(gt=str(gt), pred=str(pred), backend=backend)
+    metrics.update(gt=str(gt), pred=str(pred), backend=backend,
+                   resolution={"scored_at": "the ground truth's own size"})
     print_metrics(metrics, title=f"{pred.name} vs {gt.name}")
     path = _metrics_path(out, None)
     if path is not None:
@@ -106,11 +189,12 @@ def _run_indices(loaded: Any, split: str, n_images: int) -> list[int]:
 
 
 def eval_run(run: Path, *, data: str | None, split: str, limit: int | None, out: Path | None,
-             backend: str) -> dict[str, Any]:
-    """Score the run's model on its own ``split`` (or on every image of ``data``).
+             backend: str, resolution: str = "original") -> dict[str, Any]:
+    """Score the run's model on its own ``split`` (or on every image of ``data``), at the photos'
+    original resolution unless ``resolution="input"`` (see :mod:`zoo.metrics.evaluate`).
 
-    Writes metrics.json, results.json, gt.json, confusion CSV/PNG and PR curves into RUN/eval/,
-    or beside ``out``.
+    Writes metrics.json, results.json, results_segm.json, gt.json, confusion CSV/PNG and PR curves
+    into RUN/eval/, or beside ``out``.
     """
     import torch
 
@@ -139,12 +223,13 @@ def eval_run(run: Path, *, data: str | None, split: str, limit: int | None, out:
     device = "cuda" if torch.cuda.is_available() else "cpu"
     metrics = evaluate_adapter(loaded.adapter, dataset, indices, device=device,
                                batch_size=loaded.cfg.batch_size, out_dir=metrics_path.parent,
-                               plots=True, backend=backend)
+                               plots=True, backend=backend, resolution=resolution)
     metrics.update(run=str(run), split=split, data=data or loaded.cfg.data.source)
     written = metrics_path.parent / "metrics.json"
     if written != metrics_path:
         written.unlink()
     metrics_path.write_text(json.dumps(metrics, indent=1))
-    print_metrics(metrics, title=f"{Path(run).name} on {split} ({len(indices)} images)")
+    print_metrics(metrics, title=f"{Path(run).name} on {split} ({len(indices)} images, "
+                           f"{resolution_label(metrics)})")
     print(f"wrote {metrics_path} and results.json beside it")
     return metrics

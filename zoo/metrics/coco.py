@@ -139,7 +139,8 @@ def prepare_gt(gt: dict[str, Any], source: str = "ground truth") -> dict[str, An
 # ---------------------------------------------------------------- results
 def preds_to_results(preds: Sequence[InstancePred], image_ids: Sequence[int],
                      label_to_cat_id: dict[int, int]) -> list[dict[str, Any]]:
-    """COCO results (compressed RLE ``segmentation``, xywh ``bbox``, ``score``) of predictions.
+    """COCO results (compressed RLE ``segmentation``, xywh ``bbox``, ``score``, and
+    ``attribute_ids`` for a model that predicts attributes) of predictions at their own size.
 
     Args:
         preds: one :class:`InstancePred` per image (masks bool ``[N, H, W]``).
@@ -151,10 +152,13 @@ def preds_to_results(preds: Sequence[InstancePred], image_ids: Sequence[int],
     results = []
     for pred, image_id in zip(preds, image_ids):
         rles = masks_to_rles(pred.masks)
-        for rle, lab, box, score in zip(rles, pred.labels.tolist(), xyxy_to_xywh(pred.boxes),
-                                        pred.scores.tolist()):
-            results.append({"image_id": int(image_id), "category_id": label_to_cat_id[lab],
-                            "segmentation": rle, "bbox": box, "score": float(score)})
+        for k, (rle, lab, box, score) in enumerate(zip(rles, pred.labels.tolist(), xyxy_to_xywh(pred.boxes),
+                                                       pred.scores.tolist())):
+            row = {"image_id": int(image_id), "category_id": label_to_cat_id[lab], "segmentation": rle,
+                   "bbox": box, "score": float(score)}
+            if pred.attributes is not None:
+                row["attribute_ids"] = [int(a) for a in pred.attributes[k]]
+            results.append(row)
     return results
 
 

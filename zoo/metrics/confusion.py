@@ -61,7 +61,26 @@ class ConfusionMatrix:
         keep = pred.scores >= self.score_threshold
         p_masks, p_labels = pred.masks[keep].bool().cpu(), pred.labels[keep].cpu()
         g_masks, g_labels = target["masks"].bool().cpu(), target["labels"].cpu()
-        matches = match_by_iou(mask_iou(p_masks, g_masks), self.iou_threshold)
+        self.add(mask_iou(p_masks, g_masks), p_labels, g_labels)
+
+    def update_rles(self, pred_labels: Sequence[int], pred_scores: Sequence[float], pred_rles: list[dict],
+                    gt_labels: Sequence[int], gt_rles: list[dict]) -> None:
+        """Add one image whose masks are COCO RLEs of one size (e.g. the photo's own): IoU from
+        pycocotools on the runs, so no full-size mask is built."""
+        from pycocotools import mask as mask_utils
+
+        keep = [i for i, s in enumerate(pred_scores) if s >= self.score_threshold]
+        dts = [pred_rles[i] for i in keep]
+        iou = torch.zeros((len(dts), len(gt_rles)), dtype=torch.float32)
+        if dts and gt_rles:
+            iou = torch.from_numpy(mask_utils.iou(dts, gt_rles, [0] * len(gt_rles))).float().reshape(iou.shape)
+        self.add(iou, torch.tensor([pred_labels[i] for i in keep], dtype=torch.int64),
+                 torch.tensor(list(gt_labels), dtype=torch.int64))
+
+    def add(self, iou: Tensor, p_labels: Tensor, g_labels: Tensor) -> None:
+        """Add one image from its IoU ``[N, M]`` between predictions (labels ``[N]``, already above
+        the score threshold) and ground truth (labels ``[M]``)."""
+        matches = match_by_iou(iou, self.iou_threshold)
         p_hit = torch.zeros(len(p_labels), dtype=torch.bool)
         g_hit = torch.zeros(len(g_labels), dtype=torch.bool)
         for pi, gi in matches:
