@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import io
 import json
 import os
 import shutil
@@ -109,6 +111,38 @@ def test_predict_writes_overlays_coco_counts_and_cooccurrence(run_dir: Path, pho
         per_image = list(csv.DictReader(fh))
     assert sum(int(r["instances"]) for r in per_image) == len(coco["annotations"])
     assert "categories found in 3 photos" in proc.stderr
+    # results.json: a standard COCO results list on predictions.json's images, the same instances.
+    from pycocotools.coco import COCO
+
+    results = json.loads((out / "results.json").read_text())
+    assert isinstance(results, list) and len(results) == len(coco["annotations"])
+    with contextlib.redirect_stdout(io.StringIO()):
+        loaded = COCO(str(out / "predictions.json")).loadRes(str(out / "results.json"))
+    assert len(loaded.anns) == len(results)
+    assert [r["segmentation"] for r in results] == [a["segmentation"] for a in coco["annotations"]]
+
+
+def test_predict_writes_an_imaterialist_submission_that_zoo_eval_scores(run_dir: Path, photos: Path,
+                                                                        tmp_path: Path) -> None:
+    out = tmp_path / "csv"
+    proc = zoo("predict", str(run_dir), str(photos), "--out", str(out), "--score-threshold", "0.0",
+               "--format", "imaterialist-csv", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert not (out / "results.json").exists() and (out / "overlays").is_dir()
+    with (out / "submission.csv").open() as fh:
+        rows = list(csv.DictReader(fh))
+    assert list(rows[0]) == ["ImageId", "EncodedPixels", "ClassId"]
+    assert {r["ImageId"] for r in rows} == {"a.jpg", "b.jpeg", "street/wide.jpg"}
+    # The same photos' COCO predictions as ground truth: the CSV holds those masks, made disjoint.
+    coco_out = tmp_path / "coco"
+    assert zoo("predict", str(run_dir), str(photos), "--out", str(coco_out), "--score-threshold", "0.0",
+               cwd=tmp_path).returncode == 0
+    scored = zoo("eval", "--gt", str(coco_out / "predictions.json"), "--pred", str(out / "submission.csv"),
+                 "--out", str(tmp_path / "m.json"), cwd=tmp_path)
+    assert scored.returncode == 0, scored.stderr[-3000:]
+    assert 0.0 < json.loads((tmp_path / "m.json").read_text())["segm"]["AP50"] <= 1.0
+    bad = zoo("predict", str(run_dir), str(photos), "--out", str(out), "--format", "parquet", cwd=tmp_path)
+    assert bad.returncode == 2 and "--format 'parquet': choose one of coco, imaterialist-csv" in bad.stderr
 
 
 def test_threshold_keeps_only_confident_instances(run_dir: Path, photos: Path, tmp_path: Path) -> None:

@@ -196,6 +196,7 @@ def evaluate_and_time(name: str, run_dir: Path, eval_dir: Path, indices: list[in
 
     Returns the run's dataset (the gallery draws its images from it)."""
     from zoo.latency import measure_latency
+    from zoo.metrics.cli_eval import resolution_label
     from zoo.metrics.evaluate import evaluate_adapter
     from zoo.device import resolve_device
     from zoo.train.run import load_run
@@ -207,8 +208,11 @@ def evaluate_and_time(name: str, run_dir: Path, eval_dir: Path, indices: list[in
     with console.status(f"[bold]{name}[/]: scoring {len(idx)} validation images on {device}"):
         metrics = evaluate_adapter(run.adapter, run.dataset, idx, device=device, out_dir=eval_dir, plots=True,
                                    batch_size=settings.eval_batch_size)
+    small = metrics.get("at_input_size", {}).get("segm")  # the same predictions scored at the input size
     console.print(f"  {name}: mask AP {metrics['segm']['AP']:.3f}  AP50 {metrics['segm']['AP50']:.3f}  "
-                  f"box AP {metrics['bbox']['AP']:.3f}  ({metrics['time_s']:.1f} s)")
+                  f"box AP {metrics['bbox']['AP']:.3f} at the {resolution_label(metrics)}"
+                  + (f" (at the input size: mask AP {small['AP']:.3f})" if small else "")
+                  + f"  ({metrics['time_s']:.1f} s)")
     size = int(run.cfg.data.max_size)
     with console.status(f"[bold]{name}[/]: timing {settings.latency_iters} iterations at {size} px on {device}"):
         bench = measure_latency(run.adapter, device=device, size=size, iters=settings.latency_iters,

@@ -2,8 +2,9 @@
 
 A run folder (written by the training harness) holds ``config.yaml``, ``summary.json`` and
 ``metrics.csv``. The evaluation folder (written by ``zoo compare``) holds the evaluator's
-``metrics.json``, ``results.json``, ``gt.json`` and plots, and the latency protocol's
-``bench.json``. The report reads only these files, so its numbers are the files' numbers.
+``metrics.json`` (scored at the original resolution, with the input-size numbers beside them
+when the photos were resized), ``results.json``, ``gt.json`` and plots, and the latency
+protocol's ``bench.json``. The report reads only these files, so its numbers are the files' numbers.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from pycocotools import mask as mask_utils
 from zoo.adapter import Adapter, get_adapter
 from zoo.errors import UserError
 from zoo.report.charts import Curve
+from zoo.report.document import Table
 
 
 def read_json(path: Path) -> Any:
@@ -126,3 +128,36 @@ def decode_instances(anns: list[dict[str, Any]]) -> np.ndarray:
     rles = [{"size": a["segmentation"]["size"], "counts": a["segmentation"]["counts"].encode("ascii")}
             if isinstance(a["segmentation"]["counts"], str) else a["segmentation"] for a in anns]
     return np.asarray(mask_utils.decode(rles), dtype=bool).transpose(2, 0, 1)
+
+
+def resolution_of(metrics: dict[str, Any]) -> str:
+    """Where a model's numbers were scored, as a phrase (from ``metrics.json``)."""
+    info = metrics.get("resolution") or {}
+    if info.get("scored_at") == "original":
+        return "at each photo's original resolution"
+    if info.get("scored_at") == "input":
+        return f"at the input size ({info.get('input_max_size')} px)"
+    return "(resolution not recorded)"
+
+
+def resolution_table(results: list[ModelResult]) -> Table | None:
+    """Mask AP at the original resolution beside the same predictions scored at the input size,
+    and how much the input size over- or understates it; ``None`` when no model's photos were
+    resized (then the two are the same numbers)."""
+    rows = []
+    for r in results:
+        small = (r.metrics.get("at_input_size") or {}).get("segm")
+        if small is None:
+            continue
+        full = r.metrics["segm"]
+        diff = small["AP"] - full["AP"]
+        word = "overstates" if diff > 0 else "understates" if diff < 0 else "matches"
+        rows.append((r.name, f"{full['AP']:.3f}", f"{small['AP']:.3f}", f"{diff:+.3f} ({word})",
+                     f"{full['APs']:.3f} / {full['APm']:.3f} / {full['APl']:.3f}",
+                     f"{small['APs']:.3f} / {small['APm']:.3f} / {small['APl']:.3f}",
+                     str((r.metrics.get("resolution") or {}).get("input_max_size", "-"))))
+    if not rows:
+        return None
+    return Table(("model", "mask AP (original)", "mask AP (input size)", "input size - original",
+                  "APs / APm / APl (original)", "APs / APm / APl (input size)", "input (px)"), tuple(rows),
+                 ("l", "r", "r", "r", "r", "r", "r"))

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from zoo.report.bootstrap import BootstrapResult, Interval
-from zoo.report.collect import ModelResult
+from zoo.report.collect import ModelResult, resolution_of, resolution_table
 from zoo.report.document import Bullets, Code, Document, Figure, Heading, Paragraph, Table
 from zoo.report.pareto import pareto_front
 
@@ -190,9 +190,15 @@ def build_document(results: Sequence[ModelResult], boot: BootstrapResult | None,
     doc = Document(title)
     doc.add(Bullets(tuple(verdict(results, boot))), Heading("Summary"),
             Table(SUMMARY_HEADERS, tuple(summary_row(r) for r in results), ("l", "l", "l") + ("r",) * 14 + ("l",)),
-            Paragraph("Mask and box AP are COCO AP@[.50:.95] on the validation images; APs/APm/APl by object "
+            Paragraph("Mask and box AP are COCO AP@[.50:.95] on the validation images, scored "
+                      f"{resolution_of(results[0].metrics)}; APs/APm/APl by object "
                       "area; mIoU of the semantic map built from each model's instances. Latency: one image at "
                       "the input size, median and 90th percentile over the timed iterations."))
+    at_input = resolution_table(list(results))
+    if at_input is not None:
+        doc.add(Paragraph("The same predictions scored at the input size instead of each photo's own size "
+                          "(what per-epoch validation does): the difference is what that would over- or "
+                          "understate."), at_input)
     if figs.ap_latency:
         doc.add(Heading("Accuracy vs latency"), Figure(figs.ap_latency, "Mask AP against median latency; "
                                                        "error bars are 95% bootstrap intervals"))

@@ -14,7 +14,7 @@ import torch
 from zoo.errors import UserError
 from zoo.report import charts
 from zoo.report.bootstrap import BootstrapResult, bootstrap_ap
-from zoo.report.collect import ModelResult, decode_instances, read_json
+from zoo.report.collect import ModelResult, read_json
 from zoo.report.content import Context, Figures, build_document
 from zoo.report.html import write_html
 from zoo.report.markdown import write_markdown
@@ -55,10 +55,28 @@ def gallery_image_ids(gt: dict[str, Any], n: int) -> list[int]:
     return [with_gt[i] for i in dict.fromkeys(picks.tolist())]
 
 
-def _instances(rows: list[dict[str, Any]], names: dict[int, str], with_score: bool) -> charts.Instances:
+def _instances(rows: list[dict[str, Any]], names: dict[int, str], with_score: bool, entry: dict[str, Any],
+               canvas: tuple[int, int], region: tuple[int, int]) -> charts.Instances:
+    """Instances of one gallery cell: masks (RLE or polygons on the ``entry`` image's grid) decoded
+    straight at ``region`` (the photo as the dataset reads it) and placed on the ``canvas`` (the
+    dataset image, padded in square mode)."""
+    from zoo.data.decode import decode_segmentation
+
     texts = [names.get(int(r["category_id"]), str(r["category_id"])) + (f" {r['score']:.2f}" if with_score else "")
              for r in rows]
-    return charts.Instances(decode_instances(rows), texts)
+    masks = np.zeros((len(rows), *canvas), dtype=bool)
+    grids: dict = {}
+    for k, row in enumerate(rows):
+        masks[k, : region[0], : region[1]] = decode_segmentation(
+            row["segmentation"], (int(entry["height"]), int(entry["width"])), region, rle_base=1,
+            where=f"image {entry['id']}", grids=grids)
+    return charts.Instances(masks, texts)
+
+
+def _dataset_index(dataset: Any, entry: dict[str, Any]) -> int:
+    """The dataset index of a ground-truth image: by file name (the files carry the source's ids)."""
+    names = {str(n): i for i, n in enumerate(dataset.image_ids)}
+    return names.get(str(entry.get("file_name")), int(entry["id"]))
 
 
 def draw_gallery(gt: dict[str, Any], preds: dict[str, list[dict[str, Any]]], dataset: Any, path: Path,
@@ -70,15 +88,23 @@ def draw_gallery(gt: dict[str, Any], preds: dict[str, list[dict[str, Any]]], dat
     names = {int(c["id"]): str(c["name"]) for c in gt["categories"]}
     images, gts = [], []
     per_model: dict[str, list[charts.Instances]] = {m: [] for m in preds}
-    for idx in ids:
-        image = dataset[idx][0]  # uint8 [3, H, W]
+    entries = {im["id"]: im for im in gt["images"]}
+    spec = getattr(dataset, "resize", None)
+    titles = []
+    for image_id in ids:
+        entry = entries[image_id]
+        index = _dataset_index(dataset, entry)
+        image = dataset[index][0]  # uint8 [3, H, W]
+        canvas = (int(image.shape[-2]), int(image.shape[-1]))
+        region = spec.scaled_size(entry["height"], entry["width"]) if spec is not None else canvas
         images.append(image.as_subclass(torch.Tensor).permute(1, 2, 0).numpy())
-        gts.append(_instances([a for a in gt["annotations"] if a["image_id"] == idx], names, False))
+        gts.append(_instances([a for a in gt["annotations"] if a["image_id"] == image_id and not a.get("iscrowd")],
+                              names, False, entry, canvas, region))
         for model, rows in preds.items():
-            kept = sorted((r for r in rows if r["image_id"] == idx and r["score"] >= settings.gallery_score),
+            kept = sorted((r for r in rows if r["image_id"] == image_id and r["score"] >= settings.gallery_score),
                           key=lambda r: -r["score"])[:GALLERY_MAX_INSTANCES]
-            per_model[model].append(_instances(kept, names, True))
-    titles = [str(dataset.image_ids[i]) for i in ids]
+            per_model[model].append(_instances(kept, names, True, entry, canvas, region))
+        titles.append(str(dataset.image_ids[index]))
     return charts.gallery(images, gts, per_model, path, titles=titles)
 
 
