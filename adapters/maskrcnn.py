@@ -17,7 +17,7 @@ from torchvision.models.detection import MaskRCNN
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
 from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
-from torchvision.models.detection.roi_heads import paste_masks_in_image
+from torchvision.models.detection.roi_heads import maskrcnn_inference, paste_masks_in_image
 from torchvision.models.detection.rpn import RPNHead
 from torchvision.models.detection.transform import resize_boxes
 from torchvision.ops import MultiScaleRoIAlign
@@ -122,14 +122,21 @@ def to_torchvision_target(target: dict[str, Any]) -> dict[str, Tensor]:
 
 @dataclass
 class MaskRCNNRaw:
-    """``run_model`` output: per-image detections at the network's resized image size.
+    """``run_model`` output: the box head's outputs for every proposal, before score filtering and NMS.
 
-    ``detections[i]`` holds ``boxes`` ``[N, 4]``, ``labels`` ``[N]``, ``scores`` ``[N]`` and
-    ``masks`` (28x28 probabilities ``[N, 1, 28, 28]`` in box coordinates); ``resized[i]`` is the
-    ``(H, W)`` the image had inside the network.
+    Attributes:
+        features: FPN maps by level name (``"0"``.., ``"pool"``), ``[B, F, h_l, w_l]``; the mask
+            head pools from them in ``postprocess``.
+        proposals: per image, RPN proposals ``[P_i, 4]`` (xyxy, pixels of the resized image).
+        class_logits: ``[sum P_i, C + 1]`` box classifier logits (background is column 0).
+        box_regression: ``[sum P_i, 4 (C + 1)]`` per-class box deltas.
+        resized: per image, the ``(H, W)`` it had inside the network.
     """
 
-    detections: list[dict[str, Tensor]]
+    features: dict[str, Tensor]
+    proposals: list[Tensor]
+    class_logits: Tensor
+    box_regression: Tensor
     resized: list[tuple[int, int]]
 
 
@@ -158,17 +165,39 @@ class MaskRCNNAdapter(Adapter):
         return {**rpn_losses, **roi_losses}
 
     def run_model(self, images: list[Tensor]) -> MaskRCNNRaw:
-        """Normalise, resize and batch B images ``[3, H, W]``, then backbone, RPN and ROI heads."""
+        """Normalise, resize and batch B images ``[3, H, W]``; backbone, RPN (with its proposal
+        NMS: the second stage runs on proposals) and the box head on every proposal.
+
+        Score filtering, box NMS and the mask head on the kept boxes are left to ``postprocess``,
+        as a one-stage model's decoding and NMS are, so the latency protocol's network phase is
+        the same kind of work for every model.
+        """
         batch, _ = self.transform(list(images))
         features = self.backbone(batch.tensors)
         proposals, _ = self.rpn(batch, features)
-        detections, _ = self.roi_heads(features, proposals, batch.image_sizes)
-        return MaskRCNNRaw(detections, [(int(h), int(w)) for h, w in batch.image_sizes])
+        heads = self.roi_heads
+        box_features = heads.box_head(heads.box_roi_pool(features, proposals, batch.image_sizes))
+        class_logits, box_regression = heads.box_predictor(box_features)
+        return MaskRCNNRaw(features, proposals, class_logits, box_regression,
+                           [(int(h), int(w)) for h, w in batch.image_sizes])
+
+    def detections(self, raw: MaskRCNNRaw) -> list[dict[str, Tensor]]:
+        """torchvision's ``RoIHeads`` inference after the box head, composed from its own parts:
+        per-class box decoding, score threshold, NMS, top detections, then the mask head on the
+        kept boxes. Per image: ``boxes`` ``[N, 4]`` (resized-image pixels), ``labels``, ``scores``
+        ``[N]``, ``masks`` ``[N, 1, 28, 28]`` probabilities in box coordinates."""
+        heads = self.roi_heads
+        boxes, scores, labels = heads.postprocess_detections(raw.class_logits, raw.box_regression,
+                                                             raw.proposals, raw.resized)
+        mask_logits = heads.mask_predictor(heads.mask_head(heads.mask_roi_pool(raw.features, boxes, raw.resized)))
+        masks = maskrcnn_inference(mask_logits, labels)
+        return [{"boxes": b, "labels": c, "scores": s, "masks": m} for b, c, s, m in zip(boxes, labels, scores, masks)]
 
     def postprocess(self, raw: MaskRCNNRaw, sizes: list[tuple[int, int]]) -> list[InstancePred]:
-        """Boxes scaled to each ``(H, W)`` in ``sizes``; 28x28 masks pasted there and thresholded."""
+        """:meth:`detections`, then boxes scaled to each ``(H, W)`` in ``sizes`` and the 28x28 masks
+        pasted there and thresholded."""
         preds = []
-        for det, resized, size in zip(raw.detections, raw.resized, sizes):
+        for det, resized, size in zip(self.detections(raw), raw.resized, sizes):
             boxes = resize_boxes(det["boxes"], list(resized), list(size))
             probs = paste_masks_in_image(det["masks"], boxes, size)  # [N, 1, H, W]
             preds.append(InstancePred(boxes=boxes.float(), labels=det["labels"], scores=det["scores"],

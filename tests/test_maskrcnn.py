@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 import torchvision
+from torch.utils._python_dispatch import TorchDispatchMode
 from torchvision import tv_tensors
 
 import adapters  # noqa: F401  (registers "maskrcnn")
@@ -267,3 +268,39 @@ def test_cli_reports_a_bad_model_key_in_one_line(tmp_path: Path) -> None:
     assert done.returncode == 2
     assert "model.anchor_size" in done.stderr and "anchor_sizes" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+class _OpNames(TorchDispatchMode):
+    """Records the name of every operator dispatched (e.g. ``torchvision.nms.default``)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.names: list[str] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001
+        self.names.append(str(func))
+        return func(*args, **(kwargs or {}))
+
+
+def test_box_nms_and_the_mask_head_run_in_postprocess() -> None:
+    """run_model ends at the box head: one candidate row per proposal, not yet filtered; the box
+    NMS (one call per image) and the mask head run in postprocess. The RPN's proposal NMS stays
+    in run_model: the second stage runs on its proposals."""
+    adapter = _adapter(box_score_thresh=0.0, **SMALL).eval()
+    images = [torch.rand(3, 96, 128), torch.rand(3, 80, 80)]
+    with torch.inference_mode():
+        with _OpNames() as in_model:
+            raw = adapter.run_model(images)
+        with _OpNames() as in_post:
+            preds = adapter.postprocess(raw, [(96, 128), (80, 80)])
+        reference, _ = adapter.roi_heads(raw.features, raw.proposals, raw.resized)
+    proposals = sum(len(p) for p in raw.proposals)
+    assert raw.class_logits.shape == (proposals, 4) and raw.box_regression.shape == (proposals, 16)
+    assert proposals > sum(len(p) for p in preds) > 0
+    nms = "torchvision.nms.default"
+    assert in_model.names.count(nms) > 0 and in_post.names.count(nms) == len(images)
+    assert {"torchvision.roi_align.default", "aten.conv2d.default", "aten.conv_transpose2d.input"} \
+        <= set(in_post.names)  # the mask head, pooled on the kept boxes
+    for det, ref in zip(adapter.detections(raw), reference):  # torchvision's RoIHeads, composed
+        for key in ("boxes", "labels", "scores", "masks"):
+            assert torch.equal(det[key], ref[key])

@@ -350,3 +350,32 @@ def test_configs_parse_strictly(name: str) -> None:
     if name == "yolact-gpu.yaml":
         assert cfg.model.input_size == 550 and cfg.model.fpn_channels == 256 and cfg.optim.weight_decay == 5e-4
     YolactAdapter(cfg.model, 3)
+
+
+class _OpNames(TorchDispatchMode):
+    """Records the name of every operator dispatched."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.names: list[str] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001
+        self.names.append(str(func))
+        return func(*args, **(kwargs or {}))
+
+
+def test_run_model_holds_every_anchor_and_nms_runs_in_postprocess() -> None:
+    """run_model's output is one candidate per anchor (pre-NMS); decoding, the score threshold,
+    Fast NMS (its top-k) and mask assembly all run in postprocess."""
+    torch.manual_seed(0)
+    adapter = YolactAdapter(YolactConfig(input_size=64, **TINY), 3).eval()
+    with torch.inference_mode():
+        with _OpNames() as in_model:
+            raw = adapter.run_model([torch.rand(3, 64, 80), torch.rand(3, 48, 64)])
+        with _OpNames() as in_post:
+            preds = adapter.postprocess(raw, [(64, 80), (48, 64)])
+    anchors = raw.anchors.shape[0]
+    assert raw.deltas.shape[:2] == raw.logits.shape[:2] == raw.coefs.shape[:2] == (2, anchors)
+    assert anchors > max(len(p) for p in preds) > 0
+    assert "aten.topk.default" not in in_model.names and "aten.topk.default" in in_post.names
+    assert "aten.exp.default" not in in_model.names and "aten.exp.default" in in_post.names  # box decoding
