@@ -8,6 +8,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from torch import Tensor, nn
@@ -18,7 +19,8 @@ from cli import app
 from zoo.adapter import Adapter, available_adapters
 from zoo.build import build_adapter
 from zoo.errors import UserError
-from zoo.latency import bench_settings, load_target, make_photos, measure_latency, preprocess
+from zoo.latency import (bench_settings, dataset_photos, fit_photos, interleaved_schedule, load_target, make_photos,
+                         measure_latency, preprocess, quantile_interval, time_interleaved)
 from zoo.types import InstancePred
 
 KEYS = {"images_per_s", "ms_median", "ms_p90", "ms_mean", "preprocess_ms", "model_ms", "postprocess_ms",
@@ -152,3 +154,78 @@ def test_bench_a_trained_run_folder(tmp_path: Path) -> None:
     assert json.loads((tmp_path / "b.json").read_text())["adapter"] == "unet"
     with pytest.raises(UserError, match="backbone applies to adapter names"):
         load_target(str(run), backbone="resnet34")
+
+
+# ---------------------------------------------------------------- several models, interleaved
+class SizeRecorder(SlowPaste):
+    """SlowPaste that records the image sizes each postprocess call was given."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[list[tuple[int, int]]] = []
+
+    def postprocess(self, raw: Tensor, sizes: list[tuple[int, int]]) -> list[InstancePred]:
+        self.seen.append(list(sizes))
+        return super().postprocess(raw, sizes)
+
+    def run_model(self, images: list[Tensor]) -> list[Tensor]:
+        return [self.conv(im[None]) for im in images]  # photos keep their own sizes
+
+
+def test_schedule_is_round_robin_and_rotates_the_first_model() -> None:
+    assert interleaved_schedule(["a", "b"], 3, 2) == list("aabbbbaaaabb")  # A B, B A, A B
+    assert interleaved_schedule(["a", "b", "c"], 3, 1) == list("abcbcacab")
+
+
+def test_quantile_intervals_are_the_order_statistic_ranks() -> None:
+    x = np.random.default_rng(0).permutation(np.arange(1.0, 101.0))  # x_(k) = k
+    assert quantile_interval(x, 0.5, 0.95) == (40.0, 61.0)  # the textbook ranks for n = 100
+    assert quantile_interval(x, 0.9, 0.95) == (84.0, 96.0)
+    assert quantile_interval(x[:5], 0.9, 0.95) == (float(np.sort(x[:5])[2]), float(x[:5].max()))  # clipped
+
+
+def test_interleaved_models_see_the_same_photos_and_post_is_attributed() -> None:
+    photos = [make_photos(1, 40, seed=i)[0][:, : 20 + 10 * i] for i in range(3)]  # 40x20, 40x30, 40x40
+    a, b = SizeRecorder(), SizeRecorder()
+    r = time_interleaved({"a": a, "b": b}, photos, size=32, iters=4, warmup=1, block=2, batch_size=2, threads=1)
+    assert [len(s) for s in (a.seen, b.seen)] == [5, 5]  # 1 warm-up + 4 timed, batches of 2
+    assert a.seen == b.seen and a.seen[1:3] == [[(32, 16), (32, 24)], [(32, 32), (32, 16)]]  # cycling
+    for rec in r.values():
+        assert rec["postprocess_ms"] >= 14.0 > rec["model_ms"]  # 30 ms per batch of 2
+        assert rec["iters"] == 4 and rec["block"] == 2 and rec["order"] == ["a", "b"] and rec["photos"] == 3
+
+
+@pytest.mark.parametrize("block", [1, 2])
+def test_every_registered_adapter_is_timed_interleaved_on_dataset_photos(synth_dir: Path, block: int) -> None:
+    from zoo.config import DataConfig
+    from zoo.data.dataset import open_dataset
+
+    dataset = open_dataset(DataConfig(source=str(synth_dir), max_size=64))
+    photos = dataset_photos(dataset, list(range(len(dataset))), n=3)
+    assert len(photos) == 3 and photos[0].dtype == np.uint8 and photos[0].shape[2] == 3
+    torch.manual_seed(0)
+    names = available_adapters()
+    models = {n: build_adapter(n) for n in names}
+    r = time_interleaved(models, photos, size=64, iters=3, warmup=1, block=block, threads=1)
+    assert list(r) == names
+    starts = sorted((t, n) for n in names for t in r[n]["started_s"])
+    rounds = -(-3 // block)
+    assert [n for _, n in starts] == interleaved_schedule(names, rounds, block)  # the order it really ran
+    for name, rec in r.items():
+        assert KEYS <= set(rec) and rec["protocol"] == "interleaved" and rec["adapter"] == name
+        samples = np.array(rec["samples_ms"])
+        assert samples.shape == (rounds * block, 3) and (samples > 0).all()
+        total = samples.sum(axis=1)  # each iteration: pre + network + post is its total
+        assert rec["ms_median"] == pytest.approx(float(np.median(total)), abs=1e-3)
+        assert rec["ms_mean"] == pytest.approx(float(samples.mean(axis=0).sum()), abs=1e-3)
+        lo, hi = rec["ms_median_ci"]
+        assert lo <= rec["ms_median"] <= hi and rec["ms_p90_ci"][0] <= rec["ms_p90"] <= rec["ms_p90_ci"][1]
+        assert rec["size"] == 64 and rec["peak_mem_kind"] == "rss_peak_all_models_loaded"
+
+
+def test_fit_photos_keeps_the_aspect_ratio() -> None:
+    photo = make_photos(1, 80)[0][:40]  # 40 x 80
+    assert fit_photos([photo], 64)[0].shape == (32, 64, 3)
+    assert fit_photos([photo], 80)[0] is photo
+    with pytest.raises(UserError, match="photos"):
+        time_interleaved({"a": SlowPaste()}, [], size=32)
