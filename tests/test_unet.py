@@ -88,7 +88,7 @@ def test_two_separated_blobs_of_one_class_become_two_instances(unet: UnetAdapter
     probs[0, 1, 40:60, 30:62] = 0.7
     (pred,) = unet.postprocess(SemanticRaw(probs, [(64, 64)]), [(64, 64)])
     assert pred.labels.tolist() == [2, 2]
-    assert pred.scores.tolist() == pytest.approx([0.9, 0.7])
+    assert pred.scores.tolist() == pytest.approx([0.9 * 0.8, 0.7 * 0.4])  # mean p times (mean p - 0.5) / 0.5
     assert pred.boxes.tolist() == [[5, 5, 20, 20], [30, 40, 62, 60]]
     assert pred.masks.dtype == torch.bool and pred.masks.shape == (2, 64, 64)
     assert pred.masks.sum(dim=(1, 2)).tolist() == [225, 640]
@@ -281,3 +281,30 @@ def test_one_image_through_image_pooling_trains() -> None:
     losses = adapter([torch.rand(3, 64, 64)], [_target(masks, [1])])
     assert all(torch.isfinite(v) for v in losses.values())
     assert all(m.training for m in adapter.net.decoder.modules() if isinstance(m, torch.nn.BatchNorm2d))
+
+
+def test_instance_scores_rank_true_blobs_first_and_spread_below_one_half() -> None:
+    """A hand-built map: three garments (a confident core, soft edges) and three false blobs just
+    above the threshold. Every garment outranks every false blob, the false blobs score below 0.5
+    (as the mean probability, which is always above the threshold, never could), and the order is
+    the mean probability's, so COCO AP is unchanged."""
+    from scipy import ndimage
+
+    from zoo.semantic.instances import components, probs_to_instances
+
+    prob = torch.zeros(1, 96, 96)
+    for y, x, core in ((10, 10, 0.97), (10, 60, 0.9), (60, 10, 0.85)):  # garments: 24 px squares
+        prob[0, y:y + 24, x:x + 24] = 0.6
+        prob[0, y + 4:y + 20, x + 4:x + 20] = core
+    for y, x, p in ((60, 60, 0.58), (60, 80, 0.55), (85, 60, 0.62)):  # false: 8 px, near 0.5
+        prob[0, y:y + 8, x:x + 8] = p
+    pred = probs_to_instances(prob, (96, 96), min_area=16)
+    is_true = [bool(pred.masks[i, 10:34].any() or pred.masks[i, 60:84, 10:34].any()) for i in range(len(pred))]
+    assert len(pred) == 6 and is_true == [True] * 3 + [False] * 3  # sorted by score: true ones first
+    assert float(pred.scores[3:].max()) < 0.2 and float(pred.scores[:3].min()) > 2 * float(pred.scores[3:].max())
+    binary = prob[0].numpy() > 0.5
+    comp, n = ndimage.label(binary)
+    means = ndimage.mean(prob[0].numpy(), comp, range(1, n + 1))
+    assert min(means) > 0.5  # the old score could not fall below the threshold
+    scores = [s for s, _ in components(prob[0].numpy(), threshold=0.5, min_area=16, opening=0)]
+    assert sorted(range(n), key=lambda k: scores[k]) == sorted(range(n), key=lambda k: means[k])

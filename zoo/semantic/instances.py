@@ -1,7 +1,12 @@
 """Probability maps -> instances: how a semantic model is scored with the instance models' mask AP.
 
 Per category: threshold, optional morphological opening, connected components (components under
-``min_area`` pixels dropped), score = mean probability inside the component, box = its extent.
+``min_area`` pixels dropped), score = mean probability ``m`` inside the component times its
+margin ``(m - threshold) / (1 - threshold)``, box = its extent. The mean probability alone is
+always above the threshold (> 0.5 by default), so it could not say "unsure"; the product keeps
+the order of ``m`` (so COCO AP, which only ranks, is the same) and spreads scores over ``(0, 1]``:
+a component barely above the threshold scores near 0, so score thresholds (the confusion matrix,
+the gallery) treat a semantic model's unsure instances as they treat an instance model's.
 Probabilities are resized to the output size *before* thresholding (bilinear), rather than
 upsampling thresholded masks: edges stay smooth and ``min_area`` counts output pixels.
 """
@@ -19,7 +24,8 @@ from zoo.types import InstancePred
 
 
 def components(prob: np.ndarray, *, threshold: float, min_area: int, opening: int) -> list[tuple[float, np.ndarray]]:
-    """``(score, bool mask [H, W])`` per connected component of ``prob > threshold`` (``prob`` ``[H, W]``).
+    """``(score, bool mask [H, W])`` per connected component of ``prob > threshold`` (``prob`` ``[H, W]``);
+    score = mean probability ``m`` times ``(m - threshold) / (1 - threshold)``, in ``(0, 1]``.
 
     ``opening`` is the radius of a disk-shaped opening before labelling (0: none); 4-connectivity,
     so parts that touch only diagonally stay apart.
@@ -35,7 +41,8 @@ def components(prob: np.ndarray, *, threshold: float, min_area: int, opening: in
     ids = np.arange(1, n + 1)
     areas = ndimage.sum_labels(binary, comp, ids)
     means = ndimage.mean(prob, comp, ids)
-    return [(float(means[k]), comp == ids[k]) for k in range(n) if areas[k] >= min_area]
+    scores = means * (means - threshold) / max(1.0 - threshold, 1e-6)
+    return [(float(scores[k]), comp == ids[k]) for k in range(n) if areas[k] >= min_area]
 
 
 def probs_to_instances(probs: Tensor, size: tuple[int, int], *, threshold: float = 0.5, min_area: int = 16,
