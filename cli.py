@@ -190,13 +190,15 @@ def compare(
     preset: Annotated[str, typer.Option(help="cpu or gpu.")] = "cpu",
     report: Annotated[str, typer.Option(help="md or html.")] = "md",
     out: Annotated[Path, typer.Option(help="Report folder.")] = Path("runs/compare"),
-    set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override for every run: key.sub=value; compare.KEY=VALUE sets compare options (models, budget_minutes, resamples, ...).")] = None,
+    size: Annotated[Optional[int], typer.Option(help="Input side in px of every network (default: the preset's: "
+                                                     "cpu 128, gpu 512).")] = None,
+    set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override for every run: key.sub=value; compare.KEY=VALUE sets compare options (models, images, select, seeds, budget_minutes, resamples, ...).")] = None,
 ) -> None:
     """Train (or load) the compared adapters on one split, score and time them, write a report."""
     from zoo.compare import compare_from_cli
 
     _run(compare_from_cli, adapters_ or [], data=data, runs=runs or [], preset=preset, report=report,
-         out=out, overrides=set_ or [])
+         out=out, overrides=set_ or [], size=size)
 
 
 @app.command("predict")

@@ -16,10 +16,14 @@ from zoo.compare import CompareSettings
 
 REPO = Path(__file__).resolve().parents[1]
 COMPARED = list(CompareSettings().models)  # what `zoo compare` trains when no adapter is named
-TINY = ["--set", "compare.epochs=1", "--set", "steps_per_epoch=2", "--set", "batch_size=2",
+TINY = ["--set", "compare.images=4", "--set", "batch_size=2",
         "--set", "data.max_size=64", "--set", "data.limit=12", "--set", "eval_limit=2",
         "--set", "compare.resamples=15", "--set", "compare.latency_iters=2", "--set", "compare.latency_warmup=1",
         "--set", "compare.gallery=2", "--set", "device=cpu"]
+
+
+def run_dir(compared: Path, name: str, seed: int = 0) -> Path:
+    return compared / "runs" / name / f"seed{seed}"
 
 
 def zoo(*args: str, cwd: Path) -> subprocess.CompletedProcess:
@@ -75,7 +79,7 @@ def test_report_tables_equal_the_metrics_files(compared: Path) -> None:
         model_dir = compared / "models" / row["model"]
         metrics = json.loads((model_dir / "metrics.json").read_text())
         bench = json.loads((model_dir / "bench.json").read_text())
-        run = json.loads((compared / "runs" / row["model"] / "summary.json").read_text())
+        run = json.loads((run_dir(compared, row["model"]) / "summary.json").read_text())
         for col, key in (("mask AP", "AP"), ("AP50", "AP50"), ("AP75", "AP75"), ("APs", "APs"), ("APm", "APm"),
                          ("APl", "APl")):
             assert row[col] == ap(metrics["segm"][key]), (row["model"], col)
@@ -152,20 +156,23 @@ def test_every_linked_image_exists_and_is_a_png(compared: Path) -> None:
     assert sum(t.type == "table_open" for t in tokens) == len(md_tables(text)) >= 6
 
 
-def test_every_model_was_scored_on_the_same_validation_images(compared: Path) -> None:
-    split = json.loads((compared / "runs" / COMPARED[0] / "split.json").read_text())
+def test_every_model_was_scored_on_the_same_test_images(compared: Path) -> None:
+    split = json.loads((run_dir(compared, COMPARED[0]) / "split.json").read_text())
+    assert split["test"] and not set(split["test"]) & (set(split["train"]) | set(split["val"]))
     for name in COMPARED:
         gt = json.loads((compared / "models" / name / "gt.json").read_text())
-        assert sorted(im["id"] for im in gt["images"]) == sorted(split["val"])
-        assert json.loads((compared / "runs" / name / "split.json").read_text())["val"] == split["val"]
+        assert sorted(im["file_name"] for im in gt["images"]) == sorted(split["test_image_ids"])
+        own = json.loads((run_dir(compared, name) / "split.json").read_text())
+        assert (own["train"], own["val"], own["test"]) == (split["train"], split["val"], split["test"])
     text = (compared / "report.md").read_text()
-    assert f"{len(split['train'])} training and {len(split['val'])} validation images" in text
+    assert (f"scored on {len(split['test'])} test images, held out from training ({len(split['train'])} images) "
+            f"and from selection ({len(split['val'])} validation images)") in text
     assert "seed 0" in text and "torchvision" in text and "segmentation-models-pytorch" in text
     assert "zoo compare --data" in text  # the command line is recorded
 
 
 def test_html_report_from_existing_runs_is_self_contained(compared: Path) -> None:
-    runs = [str(compared / "runs" / n) for n in COMPARED]
+    runs = [str(run_dir(compared, n)) for n in COMPARED]
     out = compared.parent / "html"
     proc = zoo("compare", "--runs", runs[0], "--runs", runs[1], "--report", "html", "--out", str(out),
                "--set", "compare.resamples=5", "--set", "compare.latency_iters=1", "--set", "compare.gallery=1",
@@ -199,19 +206,46 @@ def test_bad_input_is_one_line_exit_2(tmp_path: Path, args: list[str], message: 
     assert not (tmp_path / "out" / "runs").exists()  # nothing was trained
 
 
-def test_plan_gives_every_run_the_first_runs_data_section_and_seed() -> None:
-    from zoo.compare import plan_runs
+def test_every_run_read_the_images_compare_images_asks_for(compared: Path) -> None:
+    for name in COMPARED:
+        summary = json.loads((run_dir(compared, name) / "summary.json").read_text())
+        assert summary["stopped_reason"] == "completed"
+        assert summary["images_seen"] == 4 and summary["global_step"] == summary["planned_steps"] == 2
+    text = (compared / "report.md").read_text()
+    assert "budget (compare.images=4): every model reads 4 training images" in text
+    assert "selection (compare.select=val_ap): every model keeps the highest validation mask AP" in text
+    assert "training variance was not measured (compare.seeds=1)" in text
 
-    names = COMPARED
-    cfgs, notes = plan_runs(names, data="/some/data", preset="cpu", overrides=["seed=7", "data.limit=20"], epochs=2)
-    assert [c.adapter for c in cfgs] == names
-    assert all(c.data == cfgs[0].data and c.seed == 7 for c in cfgs)
-    assert cfgs[0].data.source == "/some/data" and cfgs[0].data.limit == 20
-    assert all(s.epochs == 2 for c in cfgs for s in c.stages)
-    # A preset whose own data section differed is named in the report's notes.
-    for c in cfgs[1:]:
-        own = plan_runs([c.adapter], data="/some/data", preset="cpu", overrides=["seed=7", "data.limit=20"])[0][0]
-        assert (own.data != cfgs[0].data) == any(n.startswith(f"{c.adapter}: data section") for n in notes)
+
+def test_plan_gives_every_run_one_data_section_seed_selection_and_budget() -> None:
+    from zoo.compare import CompareSettings, plan_runs
+    from zoo.compare_plan import planned_images
+
+    settings = CompareSettings(images=40, select="val_loss")
+    cfgs, notes = plan_runs(COMPARED, data="/some/data", preset="cpu", overrides=["seed=7", "data.limit=20"],
+                            settings=settings)
+    assert [c.adapter for c in cfgs] == COMPARED
+    assert all(c.data == cfgs[0].data and c.seed == 7 and c.data.split_seed == 7 for c in cfgs)
+    assert cfgs[0].data.source == "/some/data" and cfgs[0].data.limit == 20 and cfgs[0].data.test_fraction == 0.2
+    assert all(c.best_metric == "val_loss" and c.patience is None and c.eval_limit == cfgs[0].eval_limit for c in cfgs)
+    for cfg in cfgs:
+        assert planned_images(cfg) == 40 and all(s.steps is not None for s in cfg.stages)
+    # A two-stage preset reads the same images as a one-stage one, its steps shared by its epochs.
+    two = plan_runs(["unet"], data=None, preset="cpu", settings=settings, overrides=[
+        "stages=[{name: heads, epochs: 1, lr: 0.01, layers: heads}, {name: all, epochs: 3, lr: 0.001}]"])[0][0]
+    assert [s.steps for s in two.stages] == [5, 15] and planned_images(two) == 40
+
+
+@pytest.mark.parametrize("order", [[0, 1, 2], [2, 0, 1], [1, 2, 0]])
+def test_plan_does_not_depend_on_the_order_of_names(order: list[int]) -> None:
+    from zoo.compare import plan_runs
+    from zoo.config import to_dict
+
+    names = ["unet", "maskrcnn", "yolact"]
+    ref = {c.adapter: to_dict(c) for c in plan_runs(names, data=None, preset="cpu", overrides=[])[0]}
+    cfgs, _ = plan_runs([names[i] for i in order], data=None, preset="cpu", overrides=[])
+    assert {c.adapter: to_dict(c) for c in cfgs} == ref
+    assert {c.data.max_size for c in cfgs} == {128}  # the cpu preset's size, not the first model's
 
 
 @pytest.mark.parametrize("size", [96, 160])
@@ -220,61 +254,102 @@ def test_plan_gives_every_network_the_same_input_size(size: int) -> None:
     from zoo.compare import plan_runs
 
     names = COMPARED
-    cfgs, notes = plan_runs(names, data=None, preset="cpu", overrides=[f"data.max_size={size}"])
+    cfgs, notes = plan_runs(names, data=None, preset="cpu", overrides=[], size=size)
+    assert plan_runs(names, data=None, preset="cpu", overrides=[f"data.max_size={size}"])[0] == cfgs
     for cfg in cfgs:
         fields = get_adapter(cfg.adapter).input_size_fields
         assert fields, f"{cfg.adapter} declares no input_size_fields: compare cannot give it the shared size"
-        assert {getattr(cfg.model, f) for f in fields} == {size}
+        assert cfg.data.max_size == size and {getattr(cfg.model, f) for f in fields} == {size}
         own = plan_runs([cfg.adapter], data=None, preset="cpu", overrides=[])[0][0]
         differed = any(getattr(own.model, f) != size for f in fields)
         assert differed == any(n.startswith(f"{cfg.adapter}: network input") for n in notes)
 
 
-def test_a_second_compare_reuses_finished_runs(compared: Path, capsys: pytest.CaptureFixture) -> None:
+def test_a_second_compare_reuses_completed_runs(compared: Path, capsys: pytest.CaptureFixture) -> None:
     from rich.console import Console
 
     from zoo.compare import plan_runs, split_overrides, train_or_reuse
 
     data = compared.parent / "tiny"
     run_overrides, settings = split_overrides([v for k, v in zip(TINY, TINY[1:]) if k == "--set"])
-    cfgs, _ = plan_runs(COMPARED, data=str(data), preset="cpu", overrides=run_overrides,
-                        epochs=settings.epochs)
+    cfgs, _ = plan_runs(COMPARED, data=str(data), preset="cpu", overrides=run_overrides, settings=settings)
     for cfg in cfgs:
-        run = compared / "runs" / cfg.adapter
+        run = run_dir(compared, cfg.adapter)
         before = (run / "checkpoints" / "last.pt").stat().st_mtime_ns
         assert train_or_reuse(cfg, run, Console(stderr=True)) == run
         assert (run / "checkpoints" / "last.pt").stat().st_mtime_ns == before  # not retrained
-    assert capsys.readouterr().err.count("reusing the finished run") == len(cfgs)
+    assert capsys.readouterr().err.count("reusing the completed run") == len(cfgs)
 
 
-def test_training_deadline_shares_what_is_left_of_the_budget() -> None:
-    import time
+def test_every_run_gets_the_same_fixed_share_of_the_wall_clock_budget() -> None:
+    from zoo.compare_train import RESERVE_PER_MODEL_S, RESERVE_S, run_share_s
 
-    from zoo.compare import RESERVE_PER_MODEL_S, RESERVE_S, training_deadline
-
-    assert training_deadline(0.0, None, 0, 3) is None
-    start = time.perf_counter()
-    budget = 600.0
-    usable = budget - RESERVE_S - 3 * RESERVE_PER_MODEL_S
-    first = training_deadline(start, budget, 0, 3) - start
-    last = training_deadline(start, budget, 2, 3) - start
-    assert first == pytest.approx(usable / 3, abs=1.0)  # an equal share for the first model
-    assert last == pytest.approx(usable, abs=1.0)  # the last model gets everything that is left
-    assert training_deadline(start - 10_000, budget, 1, 3) <= time.perf_counter() + 1e-3  # spent: stop now
+    assert run_share_s(None, 0.0, 3) is None
+    assert run_share_s(600.0, 20.0, 3) == pytest.approx((600 - 20 - RESERVE_S - 3 * RESERVE_PER_MODEL_S) / 3)
+    assert run_share_s(60.0, 50.0, 3) == 0.0  # spent: every run stops after its first step
 
 
-def test_a_spent_budget_stops_training_cleanly_and_is_noted(compared: Path, tmp_path: Path) -> None:
+def test_a_run_cut_by_the_clock_is_noted_and_resumed_not_reused_later(compared: Path, tmp_path: Path,
+                                                                      capsys: pytest.CaptureFixture) -> None:
     import time
 
     from rich.console import Console
 
-    from zoo.compare import _budget_note, plan_runs, split_overrides, train_or_reuse
+    from zoo.compare import plan_runs, split_overrides, train_or_reuse
+    from zoo.compare_train import cut_note
 
-    run_overrides, _ = split_overrides([v for k, v in zip(TINY, TINY[1:]) if k == "--set"])
-    cfg = plan_runs(["unet"], data=str(compared.parent / "tiny"), preset="cpu",
-                    overrides=run_overrides + ["steps_per_epoch=6"], epochs=1)[0][0]
+    run_overrides, settings = split_overrides([v for k, v in zip(TINY, TINY[1:]) if k == "--set"] +
+                                              ["compare.images=6"])
+    cfg = plan_runs(["unet"], data=str(compared.parent / "tiny"), preset="cpu", overrides=run_overrides,
+                    settings=settings)[0][0]
     run = train_or_reuse(cfg, tmp_path / "unet", Console(stderr=True), deadline=time.perf_counter())
     summary = json.loads((run / "summary.json").read_text())
     assert summary["stopped_reason"] == "stopped by request" and summary["global_step"] == 1
     assert (run / "checkpoints" / "last.pt").is_file()
-    assert _budget_note(cfg, run) == "unet: training stopped by the time budget at step 1, after 0 of 1 epochs"
+    assert cut_note(cfg, run) == ("unet seed 0: cut by the time budget (compare.budget_minutes) after 2 training "
+                                  "images of 6 planned (33 %), step 1 of 3; its schedule did not finish")
+    # A later comparison with room to finish (no deadline) continues the run to its planned end.
+    train_or_reuse(cfg, run, Console(stderr=True), deadline=None)
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["stopped_reason"] == "completed" and summary["images_seen"] == 6
+    assert "resuming the run" in capsys.readouterr().err and cut_note(cfg, run) is None
+
+
+@pytest.fixture(scope="module")
+def reordered(compared: Path) -> Path:
+    """The same comparison with the names in another order, and two training seeds per model."""
+    root = compared.parent
+    proc = zoo("compare", "yolact", "unet", "maskrcnn", "--data", str(root / "tiny"), "--out", str(root / "reordered"),
+               "--report", "md", *TINY, "--set", "compare.seeds=2", cwd=root)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return root / "reordered"
+
+
+def test_the_order_of_names_changes_neither_configs_nor_numbers(compared: Path, reordered: Path) -> None:
+    for name in COMPARED:
+        assert (run_dir(reordered, name) / "config.yaml").read_text() == (run_dir(compared, name) / "config.yaml").read_text()
+        assert (run_dir(reordered, name) / "split.json").read_text() == (run_dir(compared, name) / "split.json").read_text()
+        a, b = (json.loads((d / "models" / name / "metrics.json").read_text()) for d in (compared, reordered))
+        for key in ("segm", "bbox", "per_category", "semantic"):
+            assert a[key] == b[key], (name, key)
+
+
+def test_two_seeds_give_two_runs_per_model_and_a_std_column(reordered: Path) -> None:
+    seeds = json.loads((reordered / "seeds.json").read_text())
+    assert seeds["seeds"] == [0, 1] and seeds["split_seed"] == 0 and seeds["scored_on"] == "test"
+    for name in COMPARED:
+        first, second = run_dir(reordered, name, 0), run_dir(reordered, name, 1)
+        assert (first / "split.json").read_text() == (second / "split.json").read_text()
+        assert json.loads((second / "summary.json").read_text())["stopped_reason"] == "completed"
+        entry = seeds["models"][name]
+        assert entry["runs"] == [f"runs/{name}/seed0", f"runs/{name}/seed1"]
+        ap0 = json.loads((reordered / "models" / name / "metrics.json").read_text())["segm"]["AP"]
+        ap1 = json.loads((reordered / "seeds" / f"{name}-seed1" / "metrics.json").read_text())["segm"]["AP"]
+        assert entry["segm_AP"] == [ap0, ap1]
+        import statistics
+
+        assert entry["std"]["segm_AP"] == pytest.approx(statistics.stdev([ap0, ap1]))
+    rows = table_with(md_tables((reordered / "report.md").read_text()), "model", "seeds")
+    assert {r["model"] for r in rows} == set(COMPARED)
+    for r in rows:
+        assert r["seeds"] == "2" and r["mask AP std"] == f"{seeds['models'][r['model']]['std']['segm_AP']:.3f}"

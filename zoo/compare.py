@@ -4,14 +4,15 @@ report.
 
 The steps, each shown on the console as it runs:
 
-1. **plan**: load each adapter's preset config; every run gets the same data section and seed
-   (taken from the first adapter's resolved config), so all train on the same split at the same
-   input size;
-2. **train** each into ``OUT/runs/<name>`` (a finished run with the same config is reused, an
-   interrupted one is resumed), or take the ``--runs`` folders as they are;
-3. **evaluate** each on the same validation images (those no compared run trained on) with
+1. **plan** (:mod:`zoo.compare_plan`): every run gets the comparison's data section, input size,
+   seed, selection rule and images-seen budget, whatever the order the models are named in;
+2. **train** each (``compare.seeds`` times) into ``OUT/runs/<name>/seed<S>`` (a completed run
+   with the same config is reused, an interrupted or time-cut one is resumed), or take the
+   ``--runs`` folders as they are;
+3. **evaluate** each on the same test images (held out from training and from selection) with
    :func:`zoo.metrics.evaluate.evaluate_adapter`, and **time** it with
-   :func:`zoo.latency.measure_latency` at its input size; both write into ``OUT/models/<name>``;
+   :func:`zoo.latency.measure_latency` at its input size; both write into ``OUT/models/<name>``
+   (further seeds into ``OUT/seeds/<name>-seed<S>``, and ``OUT/seeds.json``);
 4. **report**: bootstrap intervals, charts, gallery, ``report.md`` or ``report.html``.
 """
 
@@ -30,7 +31,9 @@ from typing import Any, Sequence
 import yaml
 from rich.console import Console
 
-from zoo.config import TrainConfig, apply_override, from_dict, to_dict
+from zoo.compare_plan import CompareSettings, plan_runs, planned_images, split_overrides, with_input_size
+from zoo.compare_train import check_names, safe_name, seed_summary, seed_table_markdown, train_all, variance_note
+from zoo.config import TrainConfig, to_dict
 from zoo.errors import UserError
 from zoo.progress import progress_bar
 from zoo.report.collect import ModelResult, collect_model
@@ -41,85 +44,10 @@ VERSIONED = ("torch", "torchvision", "segmentation-models-pytorch", "timm", "zoo
              "pycocotools", "numpy", "matplotlib")
 
 
-@dataclasses.dataclass(frozen=True)
-class CompareSettings:
-    """Options of the comparison itself (``--set compare.KEY=VALUE``); the rest go to every run."""
-
-    # The adapters trained when none are named: the three families. Registering another adapter
-    # does not add it here, so `make demo` and its time budget stay what they are.
-    models: tuple[str, ...] = ("maskrcnn", "unet", "yolact")
-    epochs: int | None = None  # epochs of every stage of every run (None: each preset's own)
-    # Wall-clock budget of the whole comparison in minutes; a model whose training would eat into
-    # the next models' share (or into the time scoring and the report need) stops early, and the
-    # report says so. None: 15 with the cpu preset, no limit with gpu; 0: no limit.
-    budget_minutes: float | None = None
-    resamples: int = 200
-    confidence: float = 0.95
-    gallery: int = 4
-    gallery_score: float = 0.5
-    latency_iters: int = 20
-    latency_warmup: int = 3
-    eval_batch_size: int = 2
-
-    def budget_s(self, preset: str) -> float | None:
-        minutes = self.budget_minutes if self.budget_minutes is not None else (15.0 if preset == "cpu" else 0.0)
-        return minutes * 60.0 if minutes > 0 else None
-
-    def report(self) -> ReportSettings:
-        return ReportSettings(resamples=self.resamples, confidence=self.confidence, gallery=self.gallery,
-                              gallery_score=self.gallery_score)
+__all__ = ["CompareSettings", "compare", "plan_runs", "split_overrides", "train_or_reuse", "with_input_size"]
 
 
-def split_overrides(overrides: Sequence[str]) -> tuple[list[str], CompareSettings]:
-    """Separate ``compare.*`` overrides (parsed strictly) from the ones for every training run."""
-    own: dict[str, Any] = {}
-    rest = []
-    for item in overrides:
-        if item.strip().startswith("compare."):
-            apply_override(own, item.strip())
-        else:
-            rest.append(item)
-    return rest, from_dict(CompareSettings, own.get("compare", {}), "compare")
-
-
-# ---------------------------------------------------------------- plan and train
-def plan_runs(names: Sequence[str], *, data: str | None, preset: str, overrides: Sequence[str],
-              epochs: int | None = None) -> tuple[list[TrainConfig], list[str]]:
-    """Resolved configs with one shared data section and seed; notes say what was forced."""
-    from zoo.train.api import load_train_config
-
-    extra = [f"data.source={json.dumps(data)}"] if data is not None else []
-    cfgs = [load_train_config(n, preset=preset, overrides=list(overrides) + extra) for n in names]
-    if epochs is not None:
-        cfgs = [dataclasses.replace(c, stages=tuple(dataclasses.replace(s, epochs=epochs) for s in c.stages))
-                for c in cfgs]
-    ref, notes = cfgs[0], []
-    for i, cfg in enumerate(cfgs[1:], start=1):
-        changed = [f.name for f in dataclasses.fields(ref.data)
-                   if getattr(cfg.data, f.name) != getattr(ref.data, f.name)]
-        if changed or cfg.seed != ref.seed:
-            notes.append(f"{cfg.adapter}: data section and seed set to {ref.adapter}'s "
-                         f"(differed in {', '.join(changed + (['seed'] if cfg.seed != ref.seed else []))})")
-        cfgs[i] = dataclasses.replace(cfg, data=ref.data, seed=ref.seed)
-    size = int(ref.data.max_size)
-    for i, cfg in enumerate(cfgs):
-        cfgs[i], forced = with_input_size(cfg, size)
-        if forced:
-            notes.append(f"{cfg.adapter}: network input set to the shared {size} px ({', '.join(forced)})")
-    return cfgs, notes
-
-
-def with_input_size(cfg: TrainConfig, size: int) -> tuple[TrainConfig, list[str]]:
-    """``cfg`` with every model field of its adapter's ``input_size_fields`` set to ``size``, and
-    the fields that changed (as ``model.NAME was OLD``)."""
-    from zoo.adapter import get_adapter
-
-    fields = get_adapter(cfg.adapter).input_size_fields
-    changed = [f"model.{f} was {getattr(cfg.model, f)}" for f in fields if getattr(cfg.model, f) != size]
-    model = dataclasses.replace(cfg.model, **{f: size for f in fields})
-    return dataclasses.replace(cfg, model=model), changed
-
-
+# ---------------------------------------------------------------- train
 def _same_config(cfg: TrainConfig, run_dir: Path) -> bool:
     path = run_dir / "config.yaml"
     if not path.is_file():
@@ -129,17 +57,19 @@ def _same_config(cfg: TrainConfig, run_dir: Path) -> bool:
 
 
 def train_or_reuse(cfg: TrainConfig, run_dir: Path, console: Console, deadline: float | None = None) -> Path:
-    """Train ``cfg`` into ``run_dir``; reuse a finished run of the same config, resume a cut one.
+    """Train ``cfg`` into ``run_dir``; reuse a completed run of the same config, resume a cut one.
 
     ``deadline`` (a ``time.perf_counter()`` value) stops training cleanly after the step that
-    passes it; the run keeps its checkpoints and its summary says ``stopped by request``.
+    passes it; the run keeps its checkpoints and its summary says ``stopped by request``. Such a
+    run did not finish its schedule, so a later call resumes it (with its own deadline) rather
+    than reusing it.
     """
     from zoo.train.api import train
 
     same = _same_config(cfg, run_dir)
     summary = run_dir / "summary.json"
-    if same and summary.is_file() and json.loads(summary.read_text()).get("stopped_reason") != "interrupted":
-        console.print(f"  reusing the finished run in {run_dir}")
+    if same and summary.is_file() and json.loads(summary.read_text()).get("stopped_reason") == "completed":
+        console.print(f"  reusing the completed run in {run_dir}")
         return run_dir
     resume = same and (run_dir / "checkpoints" / "last.pt").is_file()
     if resume:
@@ -164,9 +94,13 @@ def run_names(run_dirs: Sequence[Path]) -> list[str]:
     return [a if adapters.count(a) == 1 else f"{a} ({Path(d).name})" for a, d in zip(adapters, run_dirs)]
 
 
-def common_validation(run_dirs: Sequence[Path]) -> tuple[list[int], dict[str, Any]]:
-    """Validation indices shared by every run (so none of them trained on these) and the split file
-    of the first run. Runs trained on differently read data cannot be compared image by image."""
+def scored_images(run_dirs: Sequence[Path]) -> tuple[list[int], dict[str, Any], str]:
+    """The images every run is scored on, the first run's split file, and which part they are.
+
+    ``"test"``: the test images shared by every run (held out from training and selection).
+    Runs split before test splits existed have none; they are scored on their shared validation
+    images (``"val"``), which chose their checkpoints. Runs trained on differently read data
+    cannot be compared image by image."""
     from zoo.train.run import read_run_config
 
     first = read_run_config(run_dirs[0])
@@ -183,11 +117,13 @@ def common_validation(run_dirs: Sequence[Path]) -> tuple[list[int], dict[str, An
         if not path.is_file():
             raise UserError(f"{d}: no split.json; cannot tell which images the run did not train on")
         splits.append(json.loads(path.read_text()))
-    shared = set(splits[0]["val"]).intersection(*(s["val"] for s in splits[1:]))
-    val = [i for i in splits[0]["val"] if i in shared]
-    if not val:
-        raise UserError("the runs share no validation image; they were split differently")
-    return val, splits[0]
+    part = "test" if all(s.get("test") for s in splits) else "val"
+    shared = set(splits[0][part]).intersection(*(s[part] for s in splits[1:]))
+    indices = [i for i in splits[0][part] if i in shared]
+    if not indices:
+        raise UserError(f"the runs share no {'test' if part == 'test' else 'validation'} image; "
+                        "they were split differently")
+    return indices, splits[0], part
 
 
 def evaluate_and_time(name: str, run_dir: Path, eval_dir: Path, indices: list[int] | None, data: str | None,
@@ -263,62 +199,11 @@ def build_context(run_dirs: Sequence[Path], dataset: Any, split: dict[str, Any],
 
 
 # ---------------------------------------------------------------- the command
-def _safe(name: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "-" for c in name).strip("-")
-
-
-# Seconds kept back from the training budget for scoring, timing and the report: a fixed part
-# plus a part per model (measured on 2 idle cores, embedded dataset: scoring 60 images 5-14 s and
-# timing 3-6 s per model, bootstrap and figures 10 s; a busy machine needs several times that).
-RESERVE_S, RESERVE_PER_MODEL_S = 30.0, 30.0
-
-
-def training_deadline(start: float, budget_s: float | None, i: int, n: int) -> float | None:
-    """When model ``i`` of ``n`` must stop training: an equal share of what is left of the budget
-    after the reserve, so a model that finishes early leaves its time to the next ones."""
-    if budget_s is None:
-        return None
-    end = start + budget_s - RESERVE_S - RESERVE_PER_MODEL_S * n
-    now = time.perf_counter()
-    return now + max(0.0, end - now) / (n - i)
-
-
-def _budget_note(cfg: TrainConfig, run_dir: Path) -> str | None:
-    summary = json.loads((run_dir / "summary.json").read_text())
-    if summary.get("stopped_reason") != "stopped by request":
-        return None
-    return (f"{cfg.adapter}: training stopped by the time budget at step {summary.get('global_step')}, "
-            f"after {summary.get('global_epoch')} of {sum(s.epochs for s in cfg.stages)} epochs")
-
-
-def _train_all(names: Sequence[str], *, data: str | None, preset: str, overrides: list[str], out: Path,
-               settings: CompareSettings, start: float, console: Console) -> tuple[list[Path], list[str]]:
-    from zoo.adapter import get_adapter
-
-    for name in names:
-        try:
-            get_adapter(name)
-        except KeyError as err:
-            raise UserError(str(err.args[0])) from None
-    cfgs, notes = plan_runs(names, data=data, preset=preset, overrides=overrides, epochs=settings.epochs)
-    budget = settings.budget_s(preset)
-    run_dirs = []
-    for i, cfg in enumerate(cfgs):
-        deadline = training_deadline(start, budget, i, len(cfgs))
-        share = f", at most {deadline - time.perf_counter():.0f} s" if deadline is not None else ""
-        console.rule(f"[bold]{i + 1}/{len(cfgs)} training {cfg.adapter}[/] ({preset} preset, "
-                     f"{cfg.data.max_size} px, seed {cfg.seed}{share})")
-        run_dirs.append(train_or_reuse(cfg, out / "runs" / _safe(cfg.adapter), console, deadline))
-        note = _budget_note(cfg, run_dirs[-1])
-        if note:
-            console.print(f"  [yellow]{note}[/]")
-            notes.append(note)
-    return run_dirs, notes
-
-
 def compare(names: Sequence[str], *, data: str | None, runs: Sequence[Path], preset: str, report: str,
-            out: Path, overrides: Sequence[str]) -> Path:
-    """Run the whole comparison (see the module docstring); returns the report's path."""
+            out: Path, overrides: Sequence[str], size: int | None = None) -> Path:
+    """Run the whole comparison (see the module docstring); returns the report's path.
+
+    ``size``: the side (px) every network reads (default: the preset's, :data:`PRESET_SIZE`)."""
     console = Console(stderr=True)
     start = time.perf_counter()
     run_overrides, settings = split_overrides(overrides)
@@ -327,34 +212,75 @@ def compare(names: Sequence[str], *, data: str | None, runs: Sequence[Path], pre
     if runs and names:
         raise UserError("give adapter names (to train them) or --runs (to compare finished runs), not both")
     out = Path(out)
-    notes: list[str] = []
+    seed_runs: dict[str, list[Path]] = {}
     if runs:
-        run_dirs = [Path(r) for r in runs]
-        if run_overrides:
-            raise UserError("--set only applies to runs compare trains; finished --runs keep their config")
+        run_dirs, notes = [Path(r) for r in runs], []
+        if run_overrides or size is not None:
+            raise UserError("--set and --size only apply to runs compare trains; finished --runs keep their config")
     else:
-        run_dirs, notes = _train_all(list(names) or list(settings.models), data=data, preset=preset,
-                                     overrides=run_overrides, out=out, settings=settings, start=start,
-                                     console=console)
+        check_names(list(names) or list(settings.models))
+        cfgs, notes = plan_runs(list(names) or list(settings.models), data=data, preset=preset,
+                                overrides=run_overrides, size=size, settings=settings)
+        seed_runs, cut = train_all(cfgs, out=out, preset=preset, settings=settings, start=start, console=console)
+        notes += cut + [variance_note(settings.seeds)]
+        run_dirs = [dirs[0] for dirs in seed_runs.values()]
     model_names = run_names(run_dirs)
-    if runs and data is not None:
-        val, split = None, {}
-        notes.append(f"scored on every image of --data {data} (the runs' own splits do not apply)")
-    else:
-        val, split = common_validation(run_dirs)
-    console.rule("[bold]scoring and timing every model on the same validation images[/]")
+    indices, split, part = _scored(run_dirs, runs, data, notes)
+    console.rule(f"[bold]scoring and timing every model on the same {part} images[/]")
     trained_s = time.perf_counter() - start
-    datasets = [evaluate_and_time(n, d, out / "models" / _safe(n), val, data, settings, console)
+    datasets = [evaluate_and_time(n, d, out / "models" / safe_name(n), indices, data, settings, console)
                 for n, d in zip(model_names, run_dirs)]
-    results = [collect_model(n, d, out / "models" / _safe(n)) for n, d in zip(model_names, run_dirs)]
-    ctx = build_context(run_dirs, datasets[0], split, len(val) if val is not None else len(datasets[0]),
+    results = [collect_model(n, d, out / "models" / safe_name(n)) for n, d in zip(model_names, run_dirs)]
+    seeds = _score_seeds(seed_runs, model_names, indices, data, settings, out, console, part) if seed_runs else None
+    ctx = build_context(run_dirs, datasets[0], split, len(indices) if indices is not None else len(datasets[0]),
                         results, preset, notes)
     ctx.timings = {"training" if not runs else "loading runs": trained_s,
                    "scoring and timing": time.perf_counter() - start - trained_s}
     path = _report(results, ctx, out, report, datasets[0], settings, console)
+    if seeds is not None and settings.seeds > 1 and report == "md":
+        path.write_text(path.read_text() + "\n" + seed_table_markdown(seeds))
     print_summary(results, console)
     console.print(f"report: [bold]{path}[/]  ({time.perf_counter() - start:.0f} s in all)")
     return path
+
+
+def _scored(run_dirs: Sequence[Path], runs: Sequence[Path], data: str | None,
+            notes: list[str]) -> tuple[list[int] | None, dict[str, Any], str]:
+    """Which images are scored (None: all of --data), the split file, and a name for them; notes why."""
+    if runs and data is not None:
+        notes.append(f"scored on every image of --data {data} (the runs' own splits do not apply)")
+        return None, {}, "--data"
+    indices, split, part = scored_images(run_dirs)
+    if part == "test":
+        notes.append(f"scored on {len(indices)} test images, held out from training ({len(split['train'])} "
+                     f"images) and from selection ({len(split['val'])} validation images)")
+    else:
+        notes.append(f"scored on {len(indices)} validation images: the runs have no test split, so the "
+                     "images that chose their checkpoints are also the ones scored")
+    return indices, split, part
+
+
+def _score_seeds(seed_runs: dict[str, list[Path]], model_names: Sequence[str], indices: list[int] | None,
+                 data: str | None, settings: CompareSettings, out: Path, console: Console, part: str
+                 ) -> dict[str, Any]:
+    """Score every further seed's run (seed 0's was scored for the report); write ``seeds.json``."""
+    quick = dataclasses.replace(settings, latency_iters=1, latency_warmup=0)  # accuracy only
+    metrics: dict[str, list[dict[str, Any]]] = {}
+    for name, dirs in zip(model_names, seed_runs.values()):
+        metrics[name] = [json.loads((out / "models" / safe_name(name) / "metrics.json").read_text())]
+        for run in dirs[1:]:
+            eval_dir = out / "seeds" / f"{safe_name(name)}-{run.name}"
+            eval_dir.mkdir(parents=True, exist_ok=True)
+            evaluate_and_time(f"{name} {run.name}", run, eval_dir, indices, data, quick, console)
+            metrics[name].append(json.loads((eval_dir / "metrics.json").read_text()))
+    from zoo.train.run import read_run_config
+
+    seeds = [read_run_config(r).seed for r in next(iter(seed_runs.values()))]
+    first = read_run_config(next(iter(seed_runs.values()))[0])
+    summary = seed_summary(metrics, dict(zip(model_names, seed_runs.values())), out, seeds,
+                           int(first.data.split_seed if first.data.split_seed is not None else first.seed), part)
+    (out / "seeds.json").write_text(json.dumps(summary, indent=1))
+    return summary
 
 
 def _report(results: Sequence[ModelResult], ctx: Context, out: Path, fmt: str, dataset: Any,
@@ -382,6 +308,7 @@ def print_summary(results: Sequence[ModelResult], console: Console) -> None:
 
 
 def compare_from_cli(adapters: Sequence[str], *, data: str | None, runs: Sequence[Path], preset: str,
-                     report: str, out: Path, overrides: Sequence[str]) -> Path:
+                     report: str, out: Path, overrides: Sequence[str], size: int | None = None) -> Path:
     """`zoo compare`: see :func:`compare`."""
-    return compare(adapters, data=data, runs=runs, preset=preset, report=report, out=out, overrides=overrides)
+    return compare(adapters, data=data, runs=runs, preset=preset, report=report, out=out, overrides=overrides,
+                   size=size)

@@ -36,8 +36,10 @@ class DataConfig:
     resize: Literal["max_side", "square"] = "max_side"
     min_size: int = 0  # square mode: scale so the short side is at least this (Matterport: 800)
     limit: int | None = None  # use only the first N images
-    val_fraction: float = 0.2
+    val_fraction: float = 0.2  # share of all images used for selection (best checkpoint, early stopping)
+    test_fraction: float = 0.0  # share of all images held out for scoring only (0: no test split)
     split: Literal["stratified", "random"] = "stratified"
+    split_seed: int | None = None  # seed of the split (None: the run's seed); fixed across training seeds
     rle_base: int = 1  # iMaterialist EncodedPixels start index base (1-based: zoo.data.rle)
     synth_n: int = 300  # embedded dataset: number of images
     synth_size: int = 256  # embedded dataset: image side
@@ -84,6 +86,7 @@ class StageConfig:
 
     name: str = "all"
     epochs: int = 1
+    steps: int | None = None  # optimizer steps of the whole stage, spread over its epochs (None: epochs x steps_per_epoch)
     lr: float = 1e-3
     layers: str = "all"  # heads, 5+, 4+, 3+, 2+, all
     augment: bool = False
@@ -104,7 +107,8 @@ class TrainConfig:
     device: str = "auto"  # auto, cpu, cuda, cuda:1
     amp: Literal["none", "bf16", "fp16"] = "none"  # mixed precision (CUDA only)
     seed: int = 0
-    best_metric: Literal["val_loss", "segm_AP", "segm_AP50"] = "val_loss"
+    # What picks best.pt and drives early stopping, on the validation split ("last": the final weights).
+    best_metric: Literal["val_loss", "segm_AP", "segm_AP50", "last"] = "val_loss"
     patience: int | None = None  # early stopping: epochs without improvement
     eval_limit: int | None = 50  # validation images scored for AP each epoch (None: all)
     pretrained: str | None = None  # local weights: torchvision/timm state dict or zoo checkpoint

@@ -1,4 +1,7 @@
-"""Train/validation splits, deterministic by seed.
+"""Train/validation(/test) splits, deterministic by seed.
+
+Validation images choose the checkpoint and stop training early; test images are only scored,
+so a comparison's numbers come from images that neither training nor selection saw.
 
 ``stratified`` is iterative stratification for multi-label data (Sechidis et al., 2011): labels
 are served rarest first, and each image goes to the side that still wants that label most, so
@@ -8,7 +11,7 @@ every category found in at least two images lands in validation in proportion.
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Literal, Sequence
 
 import numpy as np
 
@@ -94,3 +97,22 @@ def split_indices(label_sets: list[set[int]], val_fraction: float = 0.2, seed: i
     else:
         val = _stratified(label_sets, n_val, rng)
     return [i for i in range(n) if i not in val], sorted(val)
+
+
+def split_three(label_sets: Sequence[set[int]], val_fraction: float = 0.2, test_fraction: float = 0.0,
+                seed: int = 0, method: Literal["stratified", "random"] = "stratified") -> dict[str, list[int]]:
+    """Split image indices ``0..n-1`` into sorted ``train``, ``val`` and ``test`` lists.
+
+    Both fractions are shares of all ``n`` images. The test images are drawn first (stratified
+    over every image), then validation from the rest, so a category found in enough images lands
+    on all three sides. ``test_fraction=0`` gives exactly :func:`split_indices`' two-way split
+    (and an empty ``test``), so runs made before test splits existed split as they did.
+    """
+    if not 0 <= test_fraction < 1 or math.isnan(test_fraction) or val_fraction + test_fraction >= 1:
+        raise UserError(f"test_fraction must be in [0, 1) with val_fraction + test_fraction < 1, "
+                        f"got {test_fraction} and {val_fraction}")
+    sets = list(label_sets)
+    rest, test = split_indices(sets, test_fraction, seed, method) if test_fraction > 0 else (list(range(len(sets))), [])
+    share = val_fraction / (1 - test_fraction) if rest and test_fraction > 0 else val_fraction
+    train_pos, val_pos = split_indices([sets[i] for i in rest], min(share, 0.99), seed + 1 if test else seed, method)
+    return {"train": [rest[i] for i in train_pos], "val": [rest[i] for i in val_pos], "test": test}

@@ -49,11 +49,16 @@ def load_train_config(adapter: str, config: Path | str | None = None, preset: st
 
 def _prepare_run(cfg: TrainConfig, dist: D.DistInfo) -> tuple[Any, dict[str, list[int]]]:
     from zoo.data.dataset import open_dataset
-    from zoo.data.split import split_indices
+    from zoo.data.split import split_three
 
     dataset = open_dataset(cfg.data)
-    train_idx, val_idx = split_indices(dataset.label_sets(), cfg.data.val_fraction, cfg.seed, cfg.data.split)
-    return dataset, {"train": list(train_idx), "val": list(val_idx)}
+    return dataset, split_three(dataset.label_sets(), cfg.data.val_fraction, cfg.data.test_fraction,
+                                split_seed(cfg), cfg.data.split)
+
+
+def split_seed(cfg: TrainConfig) -> int:
+    """The seed of the run's split: ``data.split_seed``, or the run's own seed when unset."""
+    return cfg.seed if cfg.data.split_seed is None else cfg.data.split_seed
 
 
 def _load_pretrained(adapter: Any, path: str) -> dict[str, list[str]]:
@@ -113,10 +118,12 @@ def _write_run_header(cfg: TrainConfig, out: Path, dataset: Any, split: dict[str
     out.mkdir(parents=True, exist_ok=True)
     dump_yaml(cfg, out / "config.yaml")
     ids = dataset.image_ids
+    # train: what optimizer steps read; val: what selection reads; test: scored only, never read here.
     (out / "split.json").write_text(json.dumps({
-        "method": cfg.data.split, "seed": cfg.seed, "val_fraction": cfg.data.val_fraction,
-        "train": split["train"], "val": split["val"],
-        "val_image_ids": [ids[i] for i in split["val"]],
+        "method": cfg.data.split, "seed": split_seed(cfg), "val_fraction": cfg.data.val_fraction,
+        "test_fraction": cfg.data.test_fraction, "train": split["train"], "val": split["val"],
+        "test": split["test"], "val_image_ids": [ids[i] for i in split["val"]],
+        "test_image_ids": [ids[i] for i in split["test"]],
     }))
 
 

@@ -21,6 +21,7 @@ from zoo.config import TrainConfig
 from zoo.errors import UserError
 from zoo.train import distributed as D
 from zoo.train.checkpoint import FORMAT, save_atomic
+from zoo.train.frozen import train_mode
 from zoo.train.loader import EpochSampler, TrainView, make_loader, move_batch
 from zoo.train.logger import MetricsLog, loss_column
 from zoo.train.progress import TrainProgress
@@ -71,7 +72,8 @@ class Trainer:
                 signal.signal(signal.SIGINT, previous)
             if self.log is not None:
                 self.log.close()
-        return {"stopped_reason": self.stopped_reason, **self.state.as_dict()}
+        planned = sum(self.stage_steps(i) for i in range(len(self.cfg.stages)))
+        return {"stopped_reason": self.stopped_reason, "planned_steps": planned, **self.state.as_dict()}
 
     def _on_sigint(self, signum: int, frame: Any) -> None:
         if self.stop_requested:  # second Ctrl-C: stop now
@@ -91,8 +93,8 @@ class Trainer:
             # Re-wrapped per stage: the set of trainable parameters changes between stages.
             model = nn.parallel.DistributedDataParallel(self.adapter, find_unused_parameters=True)
         optimizer = make_optimizer(params, stage.lr, self.cfg.optim)
-        steps = self.steps_per_epoch()
-        scheduler = make_scheduler(optimizer, stage.epochs * steps, self.cfg.optim)
+        # The schedule is planned for the stage's whole length, so a budget in steps always decays.
+        scheduler = make_scheduler(optimizer, self.stage_steps(index), self.cfg.optim)
         ckpt = self.resume_ckpt
         if ckpt is not None and ckpt["state"]["stage"] == index and ckpt.get("optimizer") is not None:
             optimizer.load_state_dict(ckpt["optimizer"])
@@ -101,6 +103,7 @@ class Trainer:
             restore_rng(ckpt["rng"])
             self.resume_ckpt = None
         while self.state.epoch_in_stage < stage.epochs and not self.stop_requested:
+            steps = self.epoch_steps(index, self.state.epoch_in_stage)
             finished_stage = self._epoch(model, optimizer, scheduler, steps)
             if finished_stage:
                 break
@@ -116,6 +119,20 @@ class Trainer:
         per_rank = math.ceil(len(self.split["train"]) / self.dist.world_size)
         return max(1, per_rank // (self.cfg.batch_size * self.cfg.optim.accumulate))
 
+    def stage_steps(self, index: int) -> int:
+        """Optimizer steps of stage ``index``: its ``steps``, or ``epochs`` x :meth:`steps_per_epoch`."""
+        stage = self.cfg.stages[index]
+        return stage.steps if stage.steps is not None else stage.epochs * self.steps_per_epoch()
+
+    def epoch_steps(self, index: int, epoch_in_stage: int) -> int:
+        """Steps of one epoch of stage ``index``: the stage's steps spread evenly, earlier epochs
+        taking the remainder, so the epochs add up to exactly :meth:`stage_steps`."""
+        stage = self.cfg.stages[index]
+        if stage.steps is None:
+            return self.steps_per_epoch()
+        base, extra = divmod(stage.steps, stage.epochs)
+        return base + (1 if epoch_in_stage < extra else 0)
+
     # ------------------------------------------------------------------ one epoch
     def _epoch(self, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any, steps: int) -> bool:
         """Train one epoch, validate, checkpoint. Returns True when early stopping ends the stage."""
@@ -127,13 +144,14 @@ class Trainer:
         view = TrainView(self.dataset, cfg.augment if stage.augment else None, cfg.seed)
         loader = make_loader(view, sampler, cfg.batch_size, cfg.data.workers, pin=self.device.type == "cuda",
                              seed=cfg.seed * 1009 + st.global_epoch)
-        self.adapter.train()
+        train_mode(self.adapter)  # frozen groups keep their normalisation statistics
         self.progress.start_epoch(f"{stage.name} {st.epoch_in_stage + 1}/{stage.epochs}", steps, st.step_in_epoch)
         t0, seen, micro = time.perf_counter(), 0, 0
         for images, targets in loader:
             images, targets = move_batch(images, targets, self.device)
             losses = self._forward(model, images, targets, cfg.optim.accumulate)
             seen += len(images) * self.dist.world_size
+            st.images_seen += len(images) * self.dist.world_size
             micro += 1
             if micro % cfg.optim.accumulate:
                 continue
@@ -218,7 +236,8 @@ class Trainer:
         if self.dist.is_main:
             self._logger([]).write({"kind": "epoch", **where, "images_per_s": ips, "time_s": st.train_time_s,
                                     **result})
-            value = result.get(cfg.best_metric)
+            # "last": every epoch is the new best, so best.pt is the final weights.
+            value = float(st.global_epoch) if cfg.best_metric == "last" else result.get(cfg.best_metric)
             improved = value is not None and (st.best_value is None or self._better(value, st.best_value))
             if improved:
                 st.best_value, st.best_epoch, st.bad_epochs = value, st.global_epoch, 0
@@ -232,7 +251,7 @@ class Trainer:
         return D.broadcast_flag(stop_stage, self.dist)
 
     def _better(self, value: float, best: float) -> bool:
-        return value < best if self.cfg.best_metric == "val_loss" else value > best
+        return value < best if self.cfg.best_metric == "val_loss" else value > best  # "last": epochs grow
 
     def _save(self, name: str) -> None:
         if not self.dist.is_main:

@@ -19,7 +19,7 @@ class LoadedRun:
     cfg: TrainConfig
     adapter: Adapter
     dataset: Any
-    split: dict[str, list[int]]
+    split: dict[str, list[int]]  # train, val and test indices (test empty for two-way runs)
     checkpoint: Path
 
 
@@ -56,4 +56,6 @@ def load_run(run_dir: Path | str, which: str = "best", data: str | None = None) 
     adapter.eval()
     split_path = run_dir / "split.json"
     split = json.loads(split_path.read_text()) if split_path.exists() else {"train": [], "val": list(range(len(dataset)))}
-    return LoadedRun(run_dir, cfg, adapter, dataset, {"train": split["train"], "val": split["val"]}, ckpt)
+    # Runs split before test splits existed have no "test": they hold train and val only.
+    return LoadedRun(run_dir, cfg, adapter, dataset,
+                     {"train": split["train"], "val": split["val"], "test": split.get("test", [])}, ckpt)

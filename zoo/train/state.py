@@ -19,6 +19,7 @@ class TrainState:
     step_in_epoch: int = 0  # optimizer steps completed in the current epoch
     global_step: int = 0
     global_epoch: int = 0  # epochs completed over all stages
+    images_seen: int = 0  # training images read by optimizer steps, over all ranks
     best_value: float | None = None
     best_epoch: int = -1
     bad_epochs: int = 0  # epochs without improvement (early stopping)

@@ -9,6 +9,7 @@ import torch
 from zoo.adapter import Adapter
 from zoo.config import TrainConfig
 from zoo.train import distributed as D
+from zoo.train.frozen import train_mode
 from zoo.train.loader import collate, move_batch
 from zoo.transforms import to_model_input
 
@@ -48,6 +49,6 @@ def validate(adapter: Adapter, dataset: Any, val_indices: list[int], cfg: TrainC
                 result["segm_AP"] = metrics["segm"]["AP"]
                 result["segm_AP50"] = metrics["segm"]["AP50"]
                 result["bbox_AP"] = metrics["bbox"]["AP"]
-        adapter.train()
+        train_mode(adapter)
     D.barrier(dist)
     return result
