@@ -8,13 +8,15 @@ import numpy as np
 
 from zoo.report.bootstrap import BootstrapResult, Interval
 from zoo.report.collect import ModelResult
-from zoo.report.content import bootstrap_tables, fmt_ap, fmt_interval, per_category_table, summary_row, verdict
+from zoo.report.content import (DERIVED_NOTE, Context, Figures, bootstrap_tables, build_document, fmt_ap, fmt_interval,
+                                latency_table, per_category_table, summary_row, verdict)
+from zoo.report.document import Heading, Paragraph, Table
 
 
 def result(name: str, ap: float, ap50: float, ms: float, per_cat: dict[str, tuple[int, float]] | None = None,
-           model: dict | None = None) -> ModelResult:
+           model: dict | None = None, miou: float = 0.5) -> ModelResult:
     segm = {"AP": ap, "AP50": ap50, "AP75": ap / 2, "APs": -1.0, "APm": ap, "APl": ap}
-    metrics = {"segm": segm, "bbox": {"AP": ap + 0.01}, "semantic": {"mIoU": 0.5},
+    metrics = {"segm": segm, "bbox": {"AP": ap + 0.01}, "semantic": {"mIoU": miou},
                "per_category": {c: {"n_gt": n, "AP": v} for c, (n, v) in (per_cat or {}).items()}}
     bench = {"ms_median": ms, "ms_p90": ms * 1.2, "images_per_s": 1000 / ms, "peak_mem_mb": 812.4,
              "device": "cpu", "params": 12_345_678, "backbone": "resnet18"}
@@ -32,10 +34,12 @@ def test_verdict_names_best_fastest_front_and_models_that_did_not_learn() -> Non
     rs = [result("maskrcnn", 0.30, 0.55, 400.0), result("yolact", 0.20, 0.40, 150.0),
           result("unet", 0.0, 0.0, 200.0)]
     lines = verdict(rs, None)
-    assert lines[0].startswith("Most accurate: **maskrcnn** (mask AP 0.300")
-    assert lines[1].startswith("Fastest: **yolact** (150.0 ms")
-    assert lines[2] == "On the accuracy/latency Pareto front: **yolact**, **maskrcnn**."
-    assert "Did not learn" in lines[3] and "**unet** (0.000)" in lines[3] and "maskrcnn" not in lines[3]
+    assert lines[0].startswith("Most accurate by mask AP: **maskrcnn** (mask AP 0.300")
+    assert lines[1] == "Most accurate by mIoU (semantic maps): a tie between **maskrcnn**, **yolact**, **unet †** (mIoU 0.500)."
+    assert lines[2].startswith("Fastest: **yolact** (150.0 ms")
+    assert lines[3] == "On the accuracy/latency Pareto front: **yolact**, **maskrcnn**."
+    assert "Did not learn" in lines[4] and "**unet †** (0.000)" in lines[4] and "maskrcnn" not in lines[4]
+    assert lines[5] == DERIVED_NOTE
 
 
 def test_verdict_reports_ties_and_real_differences() -> None:
@@ -43,7 +47,7 @@ def test_verdict_reports_ties_and_real_differences() -> None:
     boot = BootstrapResult(("segm", "AP"), 50, 100, 0.95)
     boot.differences = {("a", "b"): Interval(0.0, -0.02, 0.02), ("b", "a"): Interval(0.0, -0.02, 0.02)}
     lines = verdict(rs, boot)
-    assert lines[0].startswith("Most accurate: a tie between **a**, **b**")
+    assert lines[0].startswith("Most accurate by mask AP: a tie between **a**, **b**")
     assert lines[-1].startswith("No difference in mask AP is real")
     boot.differences = {("a", "b"): Interval(0.05, 0.01, 0.09), ("b", "a"): Interval(-0.05, -0.09, -0.01)}
     assert verdict(rs, boot)[-1] == ("Real differences in mask AP (95% bootstrap interval excludes 0): "
@@ -56,7 +60,7 @@ def test_verdict_says_when_the_most_accurate_model_does_not_really_lead() -> Non
     boot.differences = {("a", "b"): Interval(0.02, -0.01, 0.05), ("a", "c"): Interval(0.2, 0.1, 0.3),
                         ("b", "c"): Interval(0.18, 0.08, 0.28)}
     top = verdict(rs, boot)[0]
-    assert top.startswith("Most accurate: **a** (mask AP 0.300")
+    assert top.startswith("Most accurate by mask AP: **a** (mask AP 0.300")
     assert "Its lead over **b** is not real" in top and "**c**" not in top
     boot.differences[("a", "b")] = Interval(0.02, 0.01, 0.03)
     assert "not real" not in verdict(rs, boot)[0]
@@ -123,3 +127,54 @@ def test_backbone_and_network_size_are_the_adapters_declared_fields() -> None:
     assert (mrcnn.backbone, mrcnn.network_size) == ("resnet50", 160)
     unknown = without_bench_backbone(result("not-registered", 0.1, 0.2, 10.0, model={"backbone": "x", "input_size": 5}))
     assert (unknown.backbone, unknown.network_size) == ("-", None)
+
+
+def _compared() -> list[ModelResult]:
+    cats = {"shirt": (5, 0.3), "shoe": (3, 0.2)}
+    rs = [result("maskrcnn", 0.30, 0.5, 40.0, cats, miou=0.41), result("unet", 0.35, 0.6, 20.0, cats, miou=0.62),
+          result("yolact", 0.20, 0.4, 30.0, cats, miou=0.33)]
+    for r in rs:
+        r.summary.update(epochs=2, global_step=10)
+        r.metrics["at_input_size"] = {"segm": dict(r.metrics["segm"], APs=0.0)}
+        r.metrics["segm"]["APs"] = 0.0
+        r.bench.update(ms_median_ci=[r.bench["ms_median"] * 0.9, r.bench["ms_median"] * 1.1], protocol="interleaved",
+                       ms_p90_ci=[r.bench["ms_p90"], r.bench["ms_p90"] * 1.2], preprocess_ms=0.1, model_ms=10.0,
+                       postprocess_ms=5.0, block=1, iters=20, photos=8, size=256, confidence=0.95)
+    return rs
+
+
+def test_a_semantic_model_is_marked_derived_in_every_table() -> None:
+    rs = _compared()
+    boot = BootstrapResult(("segm", "AP"), 50, 100, 0.95)
+    boot.models = {r.name: Interval(r.metrics["segm"]["AP"], 0.1, 0.5) for r in rs}
+    boot.differences = {(a.name, b.name): Interval(0.01, -0.02, 0.04) for a in rs for b in rs if a is not b}
+    ctx = Context("synthetic", 10, 8, 2, 0, "random", "cpu", "zoo compare", "cpu", {"torch": "2"})
+    doc = build_document(rs, boot, Figures(), ctx)
+    tables = [b for b in doc.blocks if isinstance(b, Table)][:-1]  # the last one lists package versions
+    assert len(tables) == 7  # summary, input size, latency, bootstrap x2, per category, training
+    for table in tables:
+        cells = [*table.headers, *(c for row in table.rows for c in row)]
+        assert any("unet" in c for c in cells)
+        assert all("unet †" in c for c in cells if "unet" in c)
+        assert not any("maskrcnn †" in c or "yolact †" in c for c in cells)
+        section = []  # the blocks after the table, up to the next heading: the footnote is there
+        for block in doc.blocks[doc.blocks.index(table) + 1:]:
+            if isinstance(block, Heading):
+                break
+            section.append(block)
+        assert Paragraph(DERIVED_NOTE) in section
+    lines = verdict(rs, boot)
+    assert lines[0].startswith("Most accurate by mask AP: **unet †** (mask AP 0.350")
+    assert "derived from a semantic map" in lines[0]
+    assert lines[1] == "Most accurate by mIoU (semantic maps): **unet †** (mIoU 0.620)."
+    rs[0].metrics["semantic"]["mIoU"] = 0.7
+    assert verdict(rs, boot)[1] == "Most accurate by mIoU (semantic maps): **maskrcnn** (mIoU 0.700)."
+
+
+def test_latency_table_shows_intervals_and_phases() -> None:
+    rs = _compared()
+    table = latency_table(rs)
+    assert table.rows[0] == ("maskrcnn", "40.0", "[36.0, 44.0]", "48.0", "[48.0, 57.6]", "0.10", "10.0", "5.0",
+                             "25.0", "812")
+    del rs[1].bench["ms_median_ci"]
+    assert latency_table(rs).rows[1][2] == "n/a"  # a bench.json without intervals

@@ -22,6 +22,8 @@ from pycocotools import mask as mask_utils
 from zoo.adapter import Adapter, get_adapter
 from zoo.errors import UserError
 from zoo.report.charts import Curve
+
+DERIVED_MARK = "†"  # after a model's name: its instances are derived from a semantic map
 from zoo.report.document import Table
 
 
@@ -58,6 +60,18 @@ class ModelResult:
             return get_adapter(self.adapter)
         except KeyError:
             return None
+
+    @property
+    def instance_native(self) -> bool:
+        """The adapter's declared ``instance_native``: False when its instances are derived from a
+        semantic map (connected components), not predicted as instances (unknown adapter: True)."""
+        cls = self._declared()
+        return True if cls is None else bool(cls.instance_native)
+
+    @property
+    def label(self) -> str:
+        """The name as every table shows it: marked with :data:`DERIVED_MARK` when derived."""
+        return self.name if self.instance_native else f"{self.name} {DERIVED_MARK}"
 
     @property
     def backbone(self) -> str:
@@ -152,7 +166,7 @@ def resolution_table(results: list[ModelResult]) -> Table | None:
         full = r.metrics["segm"]
         diff = small["AP"] - full["AP"]
         word = "overstates" if diff > 0 else "understates" if diff < 0 else "matches"
-        rows.append((r.name, f"{full['AP']:.3f}", f"{small['AP']:.3f}", f"{diff:+.3f} ({word})",
+        rows.append((r.label, f"{full['AP']:.3f}", f"{small['AP']:.3f}", f"{diff:+.3f} ({word})",
                      f"{full['APs']:.3f} / {full['APm']:.3f} / {full['APl']:.3f}",
                      f"{small['APs']:.3f} / {small['APm']:.3f} / {small['APl']:.3f}",
                      str((r.metrics.get("resolution") or {}).get("input_max_size", "-"))))

@@ -124,30 +124,34 @@ def pr_curve_data(gt: dict[str, Any], preds: dict[str, list[dict[str, Any]]]) ->
 def draw_figures(results: Sequence[ModelResult], boot: BootstrapResult | None, gt: dict[str, Any],
                  preds: dict[str, list[dict[str, Any]]], dataset: Any, out: Path,
                  settings: ReportSettings) -> Figures:
-    """Every chart of the report, written as PNGs into ``out``."""
+    """Every chart of the report, written as PNGs into ``out``; models are labelled as in the
+    tables (derived-instance models marked)."""
     names = [r.name for r in results]
+    label = {r.name: r.label for r in results}
     ap = [r.metrics["segm"]["AP"] for r in results]
     ci = [(boot.models[n].low, boot.models[n].high) for n in names] if boot else None
     figs = Figures()
-    figs.ap_latency = charts.ap_vs_latency(names, [r.bench["ms_median"] for r in results], ap,
+    figs.ap_latency = charts.ap_vs_latency([label[n] for n in names], [r.bench["ms_median"] for r in results], ap,
                                            out / "ap_vs_latency.png", ci=ci,
                                            xlabel=f"latency per image, median (ms, {results[0].bench.get('device')})")
     if boot is not None and len(names) > 1:
         pairs = [(a, b) for i, a in enumerate(names) for b in names[i + 1:]]
         figs.differences = charts.bootstrap_forest(
-            [f"{a} - {b}" for a, b in pairs], [boot.differences[p].estimate for p in pairs],
+            [f"{label[a]} - {label[b]}" for a, b in pairs], [boot.differences[p].estimate for p in pairs],
             [(boot.differences[p].low, boot.differences[p].high) for p in pairs], out / "ap_differences.png",
             xlabel="difference in mask AP", title="Pairwise mask AP differences (blue: interval excludes 0)")
-    per_cat = {r.name: {c: row.get("AP", -1.0) for c, row in sorted(
+    per_cat = {r.label: {c: row.get("AP", -1.0) for c, row in sorted(
         r.metrics["per_category"].items(), key=lambda kv: -kv[1].get("n_gt", 0)) if row.get("n_gt", 0) > 0}
         for r in results}
     if any(per_cat.values()):
         figs.per_category = charts.per_category_ap(per_cat, out / "per_category_ap.png")
-    figs.pr_curves = charts.pr_curves(pr_curve_data(gt, preds), out / "pr_curves.png")
-    curves = {r.name: r.loss_curves() for r in results}
+    pr = pr_curve_data(gt, preds)
+    figs.pr_curves = charts.pr_curves({label.get(n, n): c for n, c in pr.items()}, out / "pr_curves.png")
+    curves = {r.label: r.loss_curves() for r in results}
     if any(curves.values()):
         figs.loss = charts.loss_curves(curves, out / "loss_curves.png")
-    figs.gallery = draw_gallery(gt, preds, dataset, out / "gallery.png", settings)
+    figs.gallery = draw_gallery(gt, {label.get(n, n): rows for n, rows in preds.items()}, dataset,
+                                out / "gallery.png", settings)
     return figs
 
 
