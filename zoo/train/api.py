@@ -88,11 +88,7 @@ def train(cfg: TrainConfig, out: Path | str, resume: bool = False, on_step: Step
     adapter = get_adapter(cfg.adapter)(cfg.model, len(dataset.categories)).to(device)
     trainer = Trainer(cfg, adapter, dataset, split, out, device, dist, on_step)
     if resume:
-        last = out / "checkpoints" / "last.pt"
-        if not last.is_file():
-            raise UserError(f"{out}: nothing to resume (no checkpoints/last.pt)")
-        trainer.resume_from(load_weights_only(last))
-        adapter.to(device)
+        _resume(trainer, out, device, dist)
     elif dist.is_main:
         _write_run_header(cfg, out, dataset, split)
         if cfg.pretrained:
@@ -106,6 +102,23 @@ def train(cfg: TrainConfig, out: Path | str, resume: bool = False, on_step: Step
     D.barrier(dist)
     D.shutdown(dist)
     return out
+
+
+def _resume(trainer: Trainer, out: Path, device: torch.device, dist: D.DistInfo) -> None:
+    """Load ``out/checkpoints/last.pt`` into ``trainer``; rank 0 says where the run continues."""
+    last = out / "checkpoints" / "last.pt"
+    if not last.is_file():
+        raise UserError(f"{out}: nothing to resume (no checkpoints/last.pt)")
+    trainer.resume_from(load_weights_only(last))
+    trainer.adapter.to(device)
+    if dist.is_main:
+        from rich.console import Console
+
+        st = trainer.state
+        # soft_wrap: the checkpoint path stays on one line in logs, however narrow the console.
+        Console(stderr=True, soft_wrap=True).print(
+            f"resumed at step {st.global_step} (stage {st.stage + 1}, {st.step_in_epoch} steps into its epoch) "
+            f"from {last}")
 
 
 def _broadcast_weights(adapter: torch.nn.Module) -> None:

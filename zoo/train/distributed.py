@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
+from torch import nn
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,39 @@ def broadcast_flag(flag: bool, info: DistInfo) -> bool:
     t = torch.tensor([1 if flag else 0], device=device)
     dist.broadcast(t, src=0)
     return bool(t.item())
+
+
+class ReplicasDiverged(RuntimeError):
+    """DDP ranks hold different parameters: they no longer train one model."""
+
+
+def parameter_fingerprint(module: nn.Module) -> torch.Tensor:
+    """Per parameter tensor, its float64 sum and sum of squares: ``[P, 2]`` on the parameters' device."""
+    rows = [torch.stack([p.detach().double().sum(), p.detach().double().square().sum()])
+            for p in module.parameters()]
+    return torch.stack(rows)
+
+
+def check_replicas_agree(module: nn.Module, info: DistInfo) -> None:
+    """Raise :class:`ReplicasDiverged` on every rank when any rank's parameters differ from rank 0's.
+
+    DDP averages gradients before each step, so replicas stay bitwise equal; a difference means a
+    parameter was updated outside DDP (or from a local gradient), and the ranks train different
+    models while rank 0 alone is checkpointed. One all-gather of ``[P, 2]`` float64 per call.
+    """
+    if not info.enabled:
+        return
+    mine = parameter_fingerprint(module)
+    gathered = [torch.empty_like(mine) for _ in range(info.world_size)]
+    dist.all_gather(gathered, mine)
+    names = [n for n, _ in module.named_parameters()]
+    for rank, other in enumerate(gathered[1:], start=1):
+        both_nan = other.isnan() & gathered[0].isnan()
+        differs = ((other != gathered[0]) & ~both_nan).any(dim=1).nonzero().flatten().tolist()
+        if differs:
+            shown = ", ".join(names[i] for i in differs[:3])
+            raise ReplicasDiverged(f"rank {rank} holds other weights than rank 0 in {len(differs)} of "
+                                   f"{len(names)} parameter tensors (e.g. {shown})")
 
 
 def shutdown(info: DistInfo) -> None:

@@ -228,6 +228,7 @@ class Trainer:
     def _end_epoch(self, ips: float) -> bool:
         st, cfg = self.state, self.cfg
         where = self._where()
+        D.check_replicas_agree(self.adapter, self.dist)  # before rank 0 saves what it holds for all
         result = validate(self.adapter, self.dataset, self.split["val"], cfg, self.device, self.dist)
         st.epoch_in_stage += 1
         st.global_epoch += 1
