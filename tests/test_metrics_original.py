@@ -9,6 +9,7 @@ import contextlib
 import hashlib
 import io
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -149,3 +150,29 @@ def test_fashionpedia_api_evaluator_reproduces_the_stats(scored_at_512) -> None:
         ev = FPEval(gt, dt, "segm")
         ev.run()
     assert [ev.resultDet[k] for k in FP_STATS] == pytest.approx([metrics["segm"][k] for k in COCO_STATS], abs=1e-4)
+
+
+def test_a_prepared_cache_is_scored_against_the_dataset_it_came_from(synth_dir: Path, tmp_path: Path) -> None:
+    from zoo.data.prepare import prepare_cache
+    from zoo.data.sources import read_source
+
+    source = tmp_path / "source"
+    shutil.copytree(synth_dir, source)  # 128 px photos in the iMaterialist layout
+    cache = prepare_cache(source, tmp_path / "cache", max_size=64, workers=1)
+    ds = open_dataset(DataConfig(cache=str(cache), max_size=64))
+    metrics = evaluate_adapter(GroundTruthAtInput(ds), ds, [0, 1, 2], out_dir=tmp_path / "eval")
+    gt = json.loads((tmp_path / "eval" / "gt.json").read_text())
+    assert metrics["resolution"]["scored_at"] == "original" and metrics["resolution"]["n_resized"] == 3
+    assert {(im["height"], im["width"]) for im in gt["images"]} == {(128, 128)}
+    assert [im["file_name"] for im in gt["images"]] == ds.image_ids[:3]
+    # Nothing dropped: every annotated instance of the 128 px photos, also those gone at 64 px.
+    records = {r.name: r for r in read_source(source).records}
+    assert len(gt["annotations"]) == sum(len(records[n].instances) for n in ds.image_ids[:3])
+    assert len(gt["annotations"]) > sum(len(ds[i][1]["labels"]) for i in range(3))
+    # Read at 64 px the ground truth itself scores 1.0 there, but only about 0.47 at the photos' size.
+    assert metrics["at_input_size"]["segm"]["AP"] == pytest.approx(1.0) and 0.3 < metrics["segm"]["AP"] < 0.9
+    shutil.rmtree(source)  # the raw data moved away: the cache's own annotations, and it says so
+    ds = open_dataset(DataConfig(cache=str(cache), max_size=64))
+    metrics = evaluate_adapter(GroundTruthAtInput(ds), ds, [0, 1, 2])
+    assert metrics["resolution"]["scored_at"] == "cache" and "not reachable" in metrics["resolution"]["note"]
+    assert metrics["segm"]["AP"] == pytest.approx(1.0)

@@ -133,11 +133,6 @@ class InputGeometry:
         return cls((int(height), int(width)), tuple(spec.scaled_size(height, width)),
                    tuple(spec.canvas_size(height, width)))
 
-    @property
-    def resized(self) -> bool:
-        """True when the network input is not the photo at its own size."""
-        return self.scaled != self.source or self.canvas != self.source
-
     def unpad(self, masks: Tensor) -> Tensor:
         """Masks ``[N, Hc, Wc]`` on the canvas -> ``[N, h, w]``, the region that holds the photo."""
         return masks[..., : self.scaled[0], : self.scaled[1]]

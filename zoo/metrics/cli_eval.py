@@ -9,7 +9,7 @@ ground-truth object is large, or a category's AP when it has no ground truth)::
                              "bbox_AP", "bbox_AP50", "bbox_AP75", "IoU" (runs only)}},
      "semantic": {"mIoU", "pixel_acc", "score_threshold", "n_categories"},      (runs only)
      "confusion": {"correct", "wrong_category", "missed", "spurious", ...},      (runs only)
-     "resolution": {"scored_at": "original" | "input" | ..., "input_max_size", "n_resized"},
+     "resolution": {"scored_at": "original" | "input" | "cache", "input_max_size", "n_resized", "note"},
      "at_input_size": {"segm": {...}, "bbox": {...}},  (runs scored at the original resolution
                                                         whose photos were resized for the network)
      ...provenance: "backend", "gt"/"pred" or "run"/"split"/"data", "n_images", "time_s"}
@@ -55,6 +55,8 @@ def resolution_label(metrics: dict[str, Any]) -> str:
         return "original resolution"
     if info.get("scored_at") == "input":
         return f"input size ({info.get('input_max_size')} px)"
+    if info.get("scored_at") == "cache":
+        return str(info.get("note"))
     return str(info.get("scored_at", "resolution not recorded"))
 
 

@@ -85,8 +85,10 @@ class Evaluation:
         self.semantic = SemanticScores(num_classes, score_threshold=score_threshold)
         self.at_input = CocoSet()
         self.at_original = CocoSet()
-        self.originals: dict[int, OriginalImage] = (original_images(dataset, indices)
-                                                    if resolution == "original" else {})
+        self.originals: dict[int, OriginalImage] = {}
+        self.note: str | None = None  # why "original" is not the photos' full size (a cache alone)
+        if resolution == "original":
+            self.originals, self.note = original_images(dataset, indices)
 
     def process(self, idx: int, image: torch.Tensor, target: dict[str, Any], pred: InstancePred) -> None:
         """Fold one image (dataset index ``idx``, its sample and the adapter's prediction) in."""
@@ -121,7 +123,7 @@ class Evaluation:
 
     def resized(self) -> int:
         """How many of the scored photos reached the network at another size than their own."""
-        return sum(o.geometry.resized for o in self.originals.values())
+        return sum(o.resized for o in self.originals.values())
 
 
 def _resolution_info(dataset: Any, evaluation: Evaluation) -> dict[str, Any]:
@@ -131,6 +133,8 @@ def _resolution_info(dataset: Any, evaluation: Evaluation) -> dict[str, Any]:
         info.update(input_max_size=spec.max_size, input_resize=spec.mode)
     if evaluation.resolution == "original":
         info["n_resized"] = evaluation.resized()
+    if evaluation.note:
+        info.update(scored_at="cache", note=evaluation.note)
     return info
 
 

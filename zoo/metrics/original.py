@@ -5,7 +5,8 @@ can be set beside published numbers and checked with the official tools.
   Fashionpedia file's annotations as written (polygons or RLE, its ``id``, ``area``, ``bbox``,
   crowd regions), an iMaterialist CSV's runs as COCO RLE at the photo's size (the entries
   ``zoo data export`` writes, image ids 1, 2, ... in CSV order). A ``zoo data prepare`` cache is
-  scored against the dataset it was prepared from.
+  scored against the dataset it was prepared from (or, when that is not reachable, at the cache's
+  size, and ``metrics["resolution"]`` says so).
 * **Predictions** are mapped back through the exact resize and padding that made the network
   input (:class:`zoo.transforms.InputGeometry`): boxes are scaled, masks are pasted at the photo's
   size straight into RLE (:func:`zoo.data.paste.paste_rle`), and each row carries the source's
@@ -49,12 +50,19 @@ class OriginalImage:
         """``(height, width)`` at which predictions are pasted: the ground truth's own grid."""
         return int(self.image["height"]), int(self.image["width"])
 
+    @property
+    def resized(self) -> bool:
+        """True when the network input is not the image at the ground truth's size."""
+        return self.geometry.scaled != self.size or self.geometry.canvas != self.size
 
-def original_records(dataset: Any) -> tuple[Source, list[ImageRecord]]:
-    """The source holding the full-size annotations of ``dataset`` and its record per index.
 
-    An InstanceDataset read from a dataset is its own source; one read from a ``zoo data prepare``
-    cache is matched by image name to the dataset the cache was prepared from.
+def original_records(dataset: Any) -> tuple[Source, list[ImageRecord], str | None]:
+    """The source holding the full-size annotations of ``dataset``, its record per index, and a note
+    when they are not at full size.
+
+    An InstanceDataset read from a dataset is its own source. One read from a ``zoo data prepare``
+    cache is matched by image name to the dataset the cache was prepared from; when that dataset is
+    not reachable, the cache's own annotations (at its size) are used and the note says so.
     """
     source = getattr(dataset, "source", None)
     records = getattr(dataset, "records", None)
@@ -62,19 +70,19 @@ def original_records(dataset: Any) -> tuple[Source, list[ImageRecord]]:
         raise UserError(f"{type(dataset).__name__} has no source records, so it cannot be scored at the "
                         "original resolution; score it at the input size (resolution='input')")
     if source.kind != "cache":
-        return source, list(records)
+        return source, list(records), None
     settings_path = Path(source.path).parent / "prepare.json"
     settings = json.loads(settings_path.read_text()) if settings_path.is_file() else {}
     origin = settings.get("source")
     if not origin or not Path(origin).exists():
-        raise UserError(f"{source.path}: a cache of {origin or 'an unknown dataset'}, which is not reachable; "
-                        "score with --data ORIGINAL_DATASET or --resolution input")
+        return source, list(records), (f"at the cache's size: {origin or 'the dataset it was prepared from'} "
+                                       "is not reachable")
     full = read_source(origin, rle_base=int(settings.get("rle_base", source.rle_base)))
     by_name = {r.name: r for r in full.records}
     missing = [r.name for r in records if r.name not in by_name]
     if missing:
         raise UserError(f"{origin}: has no image {missing[0]!r} of the cache {source.path}")
-    return full, [by_name[r.name] for r in records]
+    return full, [by_name[r.name] for r in records], None
 
 
 def _coco_annotations(record: ImageRecord) -> list[dict[str, Any]]:
@@ -111,13 +119,14 @@ def original_image(source: Source, record: ImageRecord, photo: ImageRecord, spec
     return OriginalImage(image, annotations, geometry)
 
 
-def original_images(dataset: Any, indices: Sequence[int]) -> dict[int, OriginalImage]:
-    """:func:`original_image` of every dataset index in ``indices``.
+def original_images(dataset: Any, indices: Sequence[int]) -> tuple[dict[int, OriginalImage], str | None]:
+    """:func:`original_image` of every dataset index in ``indices``, and the note of
+    :func:`original_records` (``None``: at full size).
 
     Annotation ids are the source's (COCO); iMaterialist rows, which have none, are numbered from 1
     (COCOeval reads id 0 as "unmatched").
     """
-    source, records = original_records(dataset)
+    source, records, note = original_records(dataset)
     out = {int(i): original_image(source, records[int(i)], dataset.records[int(i)], dataset.resize)
            for i in indices}
     next_id = 1 + max((a["id"] for o in out.values() for a in o.annotations
@@ -126,7 +135,7 @@ def original_images(dataset: Any, indices: Sequence[int]) -> dict[int, OriginalI
         for ann in o.annotations:
             if source.kind == "imaterialist" or ann.get("id") is None:
                 ann["id"], next_id = next_id, next_id + 1
-    return out
+    return out, note
 
 
 def original_results(pred: InstancePred, original: OriginalImage,
