@@ -253,6 +253,28 @@ def _timed_block(adapter: Adapter, batches: Sequence[list[np.ndarray]], dev: tor
     return rows, peak_mb
 
 
+def _run_interleaved(adapters: dict[str, Adapter], batches: list[list[np.ndarray]], block: int, warmup: int,
+                     dev: torch.device, amp: str) -> tuple[dict[str, list[tuple[float, ...]]], dict[str, float]]:
+    """Warm-up, then the rounds of :func:`interleaved_schedule`; each model's rows (see
+    :func:`_timed_block`) and peak memory (MB)."""
+    names = list(adapters)
+    rows: dict[str, list[tuple[float, ...]]] = {n: [] for n in names}
+    peaks = dict.fromkeys(names, 0.0)
+    with torch.inference_mode():
+        for name in names:
+            adapters[name].eval().to(dev)
+        for name in interleaved_schedule(names, warmup, 1):
+            _one_iteration(adapters[name], batches[0], dev, amp)
+        origin = time.perf_counter()
+        for r in range(len(batches) // block):
+            for k in range(len(names)):
+                name = names[(r + k) % len(names)]
+                got, peak_mb = _timed_block(adapters[name], batches[r * block:(r + 1) * block], dev, amp, origin)
+                rows[name] += got
+                peaks[name] = max(peaks[name], peak_mb)
+    return rows, peaks
+
+
 def time_interleaved(adapters: dict[str, Adapter], photos: Sequence[np.ndarray], *, size: int,
                      device: str = "cpu", iters: int = 20, warmup: int = 3, block: int = 1, batch_size: int = 1,
                      amp: str = "none", threads: int | None = None,
@@ -294,21 +316,8 @@ def time_interleaved(adapters: dict[str, Adapter], photos: Sequence[np.ndarray],
     previous_threads = torch.get_num_threads()
     if dev.type == "cpu":
         torch.set_num_threads(threads or default_threads())
-    rows: dict[str, list[tuple[float, ...]]] = {n: [] for n in names}
-    peaks = dict.fromkeys(names, 0.0)
     try:
-        with torch.inference_mode():
-            for name in names:
-                adapters[name].eval().to(dev)
-            for name in interleaved_schedule(names, warmup, 1):
-                _one_iteration(adapters[name], batches[0], dev, amp)
-            origin = time.perf_counter()
-            for r in range(rounds):
-                for k in range(len(names)):
-                    name = names[(r + k) % len(names)]
-                    got, peak_mb = _timed_block(adapters[name], batches[r * block:(r + 1) * block], dev, amp, origin)
-                    rows[name] += got
-                    peaks[name] = max(peaks[name], peak_mb)
+        rows, peaks = _run_interleaved(adapters, batches, block, warmup, dev, amp)
         used_threads = torch.get_num_threads()
     finally:
         torch.set_num_threads(previous_threads)
