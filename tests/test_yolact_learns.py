@@ -17,6 +17,7 @@ from zoo.train.run import load_run
 IMAGES = 5  # val_fraction 0.2 leaves 4 training images
 IMAGE_SIZE = 128  # synthetic image side = the preset's input size
 EPOCHS, STEPS_PER_EPOCH = 2, 100  # 200 optimizer steps of the preset's batch size (2 images)
+AP50_THRESHOLD = 0.5
 
 
 @pytest.mark.slow
@@ -35,5 +36,7 @@ def test_cpu_preset_reaches_mask_ap50_on_its_training_images(tmp_path: Path) -> 
     per_category = {name: round(row["AP50"], 2) for name, row in metrics["per_category"].items()}
     print(f"yolact: {train_s:.0f} s training, segm AP50 {metrics['segm']['AP50']:.3f}, "
           f"bbox AP50 {metrics['bbox']['AP50']:.3f}, per category {per_category}")
-    assert metrics["bbox"]["AP50"] >= 0.5
-    assert metrics["segm"]["AP50"] >= 0.5
+    for iou_type in ("bbox", "segm"):
+        print(f"learning-figure: yolact {iou_type}_AP50={metrics[iou_type]['AP50']:.4f} threshold={AP50_THRESHOLD}")
+    assert metrics["bbox"]["AP50"] >= AP50_THRESHOLD
+    assert metrics["segm"]["AP50"] >= AP50_THRESHOLD
