@@ -37,7 +37,7 @@ class MetricsLog:
             except ImportError:
                 from zoo.errors import UserError
 
-                raise UserError("tensorboard: true needs the tensorboard package (pip install tensorboard)") from None
+                raise UserError("tensorboard: true needs the tensorboard package: pip install 'zoo[tensorboard]'") from None
 
             self.tb = SummaryWriter(str(path.parent / "tensorboard"))
 
