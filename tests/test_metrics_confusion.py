@@ -70,3 +70,19 @@ def test_confusion_csv_has_background_row_and_column(tmp_path) -> None:
     assert lines[0] == "gt \\ pred,background,shirt,dress"
     assert lines[2] == "shirt,0,0,1"
     assert len(lines) == 4
+
+
+def test_rle_update_matches_the_dense_update() -> None:
+    """The full-size path (masks as COCO RLE, IoU by pycocotools) counts what the dense one counts."""
+    from zoo.metrics.coco import masks_to_rles
+
+    pred = _pred([(A, 1, 0.9), (_box(0, 0, 10, 8), 2, 0.8), (B, 3, 0.9), (_box(22, 2, 30, 10), 2, 0.7),
+                  (C, 3, 0.2)])
+    target = {"labels": torch.tensor([1, 2, 3]), "masks": torch.stack([A, B, C])}
+    dense, runs = ConfusionMatrix(3), ConfusionMatrix(3)
+    dense.update(pred, target)
+    runs.update_rles(pred.labels.tolist(), pred.scores.tolist(), masks_to_rles(pred.masks), [1, 2, 3],
+                     masks_to_rles(target["masks"]))
+    assert torch.equal(dense.matrix, runs.matrix)
+    assert dense.summary() == runs.summary() == {**dense.summary(), "correct": 1, "wrong_category": 1,
+                                                 "missed": 1, "spurious": 2}

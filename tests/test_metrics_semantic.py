@@ -63,3 +63,36 @@ def test_perfect_and_empty_predictions() -> None:
     empty.update(InstancePred.empty(10, 10), {"labels": torch.zeros(0, dtype=torch.int64),
                                               "masks": torch.zeros((0, 10, 10), dtype=torch.uint8)})
     assert empty.result()["mIoU"] == -1.0 and empty.result()["pixel_acc"] == 1.0
+
+
+def _random_image(rng, n: int, h: int, w: int, num_classes: int) -> tuple[list[int], torch.Tensor, list[float]]:
+    """``n`` rectangles and blobs that overlap each other, random labels and scores."""
+    masks = torch.zeros((n, h, w), dtype=torch.bool)
+    for m in masks:
+        y0, x0 = rng.integers(0, h - 2), rng.integers(0, w - 2)
+        m[y0:rng.integers(y0 + 1, h), x0:rng.integers(x0 + 1, w)] = True
+        m &= torch.from_numpy(rng.random((h, w)) < 0.9)
+    return rng.integers(1, num_classes + 1, n).tolist(), masks, rng.random(n).tolist()
+
+
+def test_rle_update_sums_exactly_what_the_dense_update_sums() -> None:
+    """The full-size path (masks as COCO RLE) against the dense one, image by image."""
+    import numpy as np
+
+    from zoo.metrics.coco import masks_to_rles
+
+    rng = np.random.default_rng(0)
+    dense, runs = SemanticScores(4, score_threshold=0.4), SemanticScores(4, score_threshold=0.4)
+    for _ in range(6):
+        h, w = rng.integers(8, 40, 2)
+        g_labels, g_masks, _ = _random_image(rng, int(rng.integers(0, 6)), h, w, 4)
+        p_labels, p_masks, p_scores = _random_image(rng, int(rng.integers(0, 6)), h, w, 4)
+        # Some predictions are ground-truth instances: pixels where the category sets agree.
+        p_labels, p_masks = g_labels[:2] + p_labels, torch.cat([g_masks[:2], p_masks])
+        p_scores = [0.9] * min(2, len(g_labels)) + p_scores
+        dense.update(_pred(p_labels, list(p_masks), p_scores) if p_labels else InstancePred.empty(h, w),
+                     {"labels": torch.tensor(g_labels, dtype=torch.int64), "masks": g_masks})
+        runs.update_rles(p_labels, p_scores, masks_to_rles(p_masks), g_labels, masks_to_rles(g_masks), int(h), int(w))
+    assert torch.equal(dense.intersection, runs.intersection) and torch.equal(dense.union, runs.union)
+    assert (dense.exact_pixels, dense.total_pixels) == (runs.exact_pixels, runs.total_pixels)
+    assert 0 < dense.result()["pixel_acc"] < 1
