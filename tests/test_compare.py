@@ -237,10 +237,22 @@ def test_plan_gives_every_run_one_data_section_seed_selection_and_budget() -> No
 
 
 @pytest.mark.parametrize("order", [[0, 1, 2], [2, 0, 1], [1, 2, 0]])
-def test_plan_does_not_depend_on_the_order_of_names(order: list[int]) -> None:
+def test_plan_does_not_depend_on_the_order_of_names(order: list[int], tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    import shutil
+
+    import yaml
+
     from zoo.compare import plan_runs
     from zoo.config import to_dict
+    from zoo.train import api
 
+    # Presets whose data sections differ: the unet preset reads 96 px images, with its own seed.
+    configs = Path(shutil.copytree(api.CONFIG_DIR, tmp_path / "configs"))
+    unet = yaml.safe_load((configs / "unet.yaml").read_text())
+    unet["data"]["max_size"], unet["seed"] = 96, 5
+    (configs / "unet.yaml").write_text(yaml.safe_dump(unet))
+    monkeypatch.setattr(api, "CONFIG_DIR", configs)
     names = ["unet", "maskrcnn", "yolact"]
     ref = {c.adapter: to_dict(c) for c in plan_runs(names, data=None, preset="cpu", overrides=[])[0]}
     cfgs, _ = plan_runs([names[i] for i in order], data=None, preset="cpu", overrides=[])
@@ -289,7 +301,7 @@ def test_every_run_gets_the_same_fixed_share_of_the_wall_clock_budget() -> None:
     assert run_share_s(60.0, 50.0, 3) == 0.0  # spent: every run stops after its first step
 
 
-def test_a_run_cut_by_the_clock_is_noted_and_resumed_not_reused_later(compared: Path, tmp_path: Path,
+def test_a_run_cut_by_the_clock_is_noted_and_resumed_not_reused_later(tmp_path: Path,
                                                                       capsys: pytest.CaptureFixture) -> None:
     import time
 
@@ -297,11 +309,12 @@ def test_a_run_cut_by_the_clock_is_noted_and_resumed_not_reused_later(compared: 
 
     from zoo.compare import plan_runs, split_overrides, train_or_reuse
     from zoo.compare_train import cut_note
+    from zoo.data.synth import write_synthetic
 
+    data = write_synthetic(tmp_path / "tiny", n=12, size=64, seed=3)
     run_overrides, settings = split_overrides([v for k, v in zip(TINY, TINY[1:]) if k == "--set"] +
                                               ["compare.images=6"])
-    cfg = plan_runs(["unet"], data=str(compared.parent / "tiny"), preset="cpu", overrides=run_overrides,
-                    settings=settings)[0][0]
+    cfg = plan_runs(["unet"], data=str(data), preset="cpu", overrides=run_overrides, settings=settings)[0][0]
     run = train_or_reuse(cfg, tmp_path / "unet", Console(stderr=True), deadline=time.perf_counter())
     summary = json.loads((run / "summary.json").read_text())
     assert summary["stopped_reason"] == "stopped by request" and summary["global_step"] == 1

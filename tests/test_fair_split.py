@@ -48,7 +48,9 @@ def test_training_and_selection_never_read_a_test_image(tmp_path: Path) -> None:
     assert train | val | test == set(range(len(dataset)))
     assert on_disk["test_image_ids"] == [dataset.image_ids[i] for i in on_disk["test"]]
     logged = ReadLog(dataset)
-    Trainer(cfg, get_adapter_for(cfg, dataset), logged, split, tmp_path / "run", torch.device("cpu"), DistInfo()).run()
+    summary = Trainer(cfg, get_adapter_for(cfg, dataset), logged, split, tmp_path / "run", torch.device("cpu"),
+                      DistInfo()).run()
+    assert summary["images_seen"] == 16 and summary["global_step"] == summary["planned_steps"] == 8
     read = set(logged.read)
     assert not read & test, f"test images read during training or selection: {sorted(read & test)}"
     assert read & train and val <= read  # steps read training images; selection read every val image
