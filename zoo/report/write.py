@@ -168,6 +168,7 @@ def write_summary_json(results: Sequence[ModelResult], boot: BootstrapResult | N
     data = {"context": asdict(ctx), "models": {r.name: {
         "run_dir": str(r.run_dir), "eval_dir": str(r.eval_dir), "segm": r.metrics["segm"],
         "bbox": r.metrics.get("bbox"), "semantic": r.metrics.get("semantic"), "latency": r.bench,
+        "resolution": r.metrics.get("resolution"), "at_input_size": r.metrics.get("at_input_size"),
         "train_time_s": r.train_time_s} for r in results}}
     if boot is not None:
         data["bootstrap"] = {
