@@ -31,14 +31,14 @@ from typing import Any, Sequence
 import yaml
 from rich.console import Console
 
-from zoo.compare_plan import CompareSettings, plan_runs, planned_images, split_overrides, with_input_size
+from zoo.compare_plan import CompareSettings, plan_runs, split_overrides, with_input_size
 from zoo.compare_train import check_names, safe_name, seed_summary, seed_table_markdown, train_all, variance_note
 from zoo.config import TrainConfig, to_dict
 from zoo.errors import UserError
 from zoo.progress import progress_bar
 from zoo.report.collect import ModelResult, collect_model
 from zoo.report.content import Context
-from zoo.report.write import ReportSettings, write_report
+from zoo.report.write import write_report
 
 VERSIONED = ("torch", "torchvision", "segmentation-models-pytorch", "timm", "zoo", "faster-coco-eval",
              "pycocotools", "numpy", "matplotlib")
