@@ -251,8 +251,11 @@ def test_cli_trains_and_evaluates_a_run(tmp_path: Path, synth_dir: Path) -> None
     assert m["split"] == "val" and m["n_images"] == len(val) >= 1
     gt = json.loads((tmp_path / "gt.json").read_text())
     results = json.loads((tmp_path / "results.json").read_text())
-    assert sorted(im["id"] for im in gt["images"]) == sorted(val)  # scored on the run's own val split
-    assert len(results) == m["n_detections"] and {r["image_id"] for r in results} <= set(val)
+    from zoo.train.run import load_run
+
+    names = load_run(run).dataset.image_ids  # gt.json keeps the source's image ids and file names
+    assert sorted(im["file_name"] for im in gt["images"]) == sorted(names[i] for i in val)  # the run's val split
+    assert len(results) == m["n_detections"] and {r["image_id"] for r in results} <= {im["id"] for im in gt["images"]}
     # The numbers are what the written files score (the reference backend, from the files alone).
     from zoo.metrics.coco import evaluate_coco
 

@@ -8,9 +8,10 @@ timed apart (with ``torch.cuda.synchronize()`` at each boundary on CUDA, so GPU 
 where it happens):
 
 1. **preprocess**: uint8 ``[H, W, 3]`` numpy photo -> float32 ``[3, H, W]`` in ``[0, 1]`` on the device;
-2. **model**: ``adapter.run_model(images)``;
-3. **postprocess**: ``adapter.postprocess(raw, sizes)``: decoding, mask pasting to image size,
-   thresholding.
+2. **model**: ``adapter.run_model(images)``: resizing, normalising, the network up to its dense
+   per-candidate outputs;
+3. **postprocess**: ``adapter.postprocess(raw, sizes)``: decoding, score filtering, NMS,
+   per-detection mask assembly, mask pasting to image size, thresholding.
 
 ``warmup`` iterations run first (cuDNN autotuning, allocator growth, lazy init) and are not
 counted. Reported: median and p90 milliseconds *per image* (iteration time / B), images/s
