@@ -229,3 +229,28 @@ def test_fit_photos_keeps_the_aspect_ratio() -> None:
     assert fit_photos([photo], 80)[0] is photo
     with pytest.raises(UserError, match="photos"):
         time_interleaved({"a": SlowPaste()}, [], size=32)
+
+
+def test_compare_times_trained_runs_interleaved_on_their_validation_photos(tmp_path: Path) -> None:
+    from rich.console import Console
+
+    from zoo.compare import CompareSettings, time_models
+    from zoo.data.synth import write_synthetic
+    from zoo.train.api import load_train_config, train
+
+    write_synthetic(tmp_path / "synth", n=6, size=64, seed=0)
+    runs, evals = {}, {}
+    for name in ("unet", "maskrcnn"):
+        cfg = load_train_config(name, overrides=[f"data.source={tmp_path / 'synth'}", "data.max_size=64",
+                                                 "stages=[{epochs: 1}]", "steps_per_epoch=1", "batch_size=2",
+                                                 "device=cpu", "eval_limit=1"])
+        runs[name] = train(cfg, tmp_path / name)
+        evals[name] = tmp_path / "eval" / name
+        evals[name].mkdir(parents=True)
+    settings = CompareSettings(latency_iters=2, latency_warmup=1)
+    benches = time_models(runs, evals, [0, 1, 2], None, settings, Console(quiet=True), photos=2)
+    for name in runs:
+        written = json.loads((evals[name] / "bench.json").read_text())
+        assert written == json.loads(json.dumps(benches[name]))
+        assert written["protocol"] == "interleaved" and written["order"] == ["unet", "maskrcnn"]
+        assert written["photos"] == 2 and written["size"] == 64 and written["iters"] == 2

@@ -159,6 +159,29 @@ def evaluate_and_time(name: str, run_dir: Path, eval_dir: Path, indices: list[in
     return run.dataset
 
 
+def time_models(run_dirs: dict[str, Path], eval_dirs: dict[str, Path], indices: list[int], data: str | None,
+                settings: CompareSettings, console: Console, photos: int = 8) -> dict[str, dict[str, Any]]:
+    """Time every compared run like for like with :func:`zoo.latency.time_interleaved`: all
+    models loaded, interleaved, on ``photos`` of the validation images (``indices``) at the first
+    run's input size; writes each model's ``bench.json`` into its ``eval_dirs`` entry."""
+    from zoo.device import resolve_device
+    from zoo.latency import dataset_photos, time_interleaved
+    from zoo.train.run import load_run
+
+    runs = {name: load_run(d, data=data) for name, d in run_dirs.items()}
+    first = next(iter(runs.values()))
+    size, device = int(first.cfg.data.max_size), str(resolve_device(first.cfg.device))
+    with console.status(f"timing {', '.join(runs)} interleaved, {settings.latency_iters} iterations at {size} px"):
+        benches = time_interleaved({n: r.adapter for n, r in runs.items()}, dataset_photos(first.dataset, indices, photos),
+                                   size=size, device=device, iters=settings.latency_iters,
+                                   warmup=settings.latency_warmup)
+    for name, bench in benches.items():
+        (eval_dirs[name] / "bench.json").write_text(json.dumps(bench, indent=1))
+        console.print(f"  {name}: {bench['ms_median']:.1f} ms median {bench['ms_median_ci']}, "
+                      f"{bench['ms_p90']:.1f} ms p90, {bench['images_per_s']:.1f} images/s")
+    return benches
+
+
 # ---------------------------------------------------------------- what was compared
 def describe_dataset(cfg: TrainConfig, dataset: Any) -> str:
     d = cfg.data
