@@ -139,5 +139,5 @@ def test_eval_run_other_split_to_named_file(trained_run: Path, tmp_path: Path) -
     small = CliRunner().invoke(app, ["eval", str(trained_run), "--resolution", "input", "--out", str(tmp_path / "in")])
     assert small.exit_code == 0, small.output[-2000:]
     assert json.loads((tmp_path / "in" / "metrics.json").read_text())["resolution"]["scored_at"] == "input"
-    bad = CliRunner().invoke(app, ["eval", str(trained_run), "--split", "test"])
-    assert bad.exit_code == 2 and "unknown split 'test'" in bad.stderr
+    bad = CliRunner().invoke(app, ["eval", str(trained_run), "--split", "holdout"])
+    assert bad.exit_code == 2 and "unknown split 'holdout'" in bad.stderr
