@@ -10,9 +10,10 @@ The steps, each shown on the console as it runs:
    with the same config is reused, an interrupted or time-cut one is resumed), or take the
    ``--runs`` folders as they are;
 3. **evaluate** each on the same test images (held out from training and from selection) with
-   :func:`zoo.metrics.evaluate.evaluate_adapter`, and **time** it with
-   :func:`zoo.latency.measure_latency` at its input size; both write into ``OUT/models/<name>``
-   (further seeds into ``OUT/seeds/<name>-seed<S>``, and ``OUT/seeds.json``);
+   :func:`zoo.metrics.evaluate.evaluate_adapter`, then **time** all of them together with
+   :func:`zoo.latency.time_interleaved` (round-robin blocks on the scored photos, one input
+   size); both write into ``OUT/models/<name>`` (further seeds, scored only, into
+   ``OUT/seeds/<name>-seed<S>``, and ``OUT/seeds.json``);
 4. **report**: bootstrap intervals, charts, gallery, ``report.md`` or ``report.html``.
 """
 
@@ -126,22 +127,21 @@ def scored_images(run_dirs: Sequence[Path]) -> tuple[list[int], dict[str, Any], 
     return indices, splits[0], part
 
 
-def evaluate_and_time(name: str, run_dir: Path, eval_dir: Path, indices: list[int] | None, data: str | None,
-                      settings: CompareSettings, console: Console) -> Any:
-    """Score and time one run; writes the evaluator's files and ``bench.json`` into ``eval_dir``.
+def evaluate_run(name: str, run_dir: Path, eval_dir: Path, indices: list[int] | None, data: str | None,
+                 settings: CompareSettings, console: Console) -> Any:
+    """Score one run; writes the evaluator's files into ``eval_dir`` (timing is :func:`time_models`).
 
     Returns the run's dataset (the gallery draws its images from it)."""
-    from zoo.latency import measure_latency
+    from zoo.device import resolve_device
     from zoo.metrics.cli_eval import resolution_label
     from zoo.metrics.evaluate import evaluate_adapter
-    from zoo.device import resolve_device
     from zoo.train.run import load_run
 
     with console.status(f"[bold]{name}[/]: loading {run_dir}"):
         run = load_run(run_dir, data=data)
     idx = list(range(len(run.dataset))) if indices is None else indices
     device = str(resolve_device(run.cfg.device))
-    with console.status(f"[bold]{name}[/]: scoring {len(idx)} validation images on {device}"):
+    with console.status(f"[bold]{name}[/]: scoring {len(idx)} images on {device}"):
         metrics = evaluate_adapter(run.adapter, run.dataset, idx, device=device, out_dir=eval_dir, plots=True,
                                    batch_size=settings.eval_batch_size)
     small = metrics.get("at_input_size", {}).get("segm")  # the same predictions scored at the input size
@@ -149,13 +149,6 @@ def evaluate_and_time(name: str, run_dir: Path, eval_dir: Path, indices: list[in
                   f"box AP {metrics['bbox']['AP']:.3f} at the {resolution_label(metrics)}"
                   + (f" (at the input size: mask AP {small['AP']:.3f})" if small else "")
                   + f"  ({metrics['time_s']:.1f} s)")
-    size = int(run.cfg.data.max_size)
-    with console.status(f"[bold]{name}[/]: timing {settings.latency_iters} iterations at {size} px on {device}"):
-        bench = measure_latency(run.adapter, device=device, size=size, iters=settings.latency_iters,
-                                warmup=settings.latency_warmup)
-    (eval_dir / "bench.json").write_text(json.dumps(bench, indent=1))
-    console.print(f"  {name}: {bench['ms_median']:.1f} ms median, {bench['ms_p90']:.1f} ms p90, "
-                  f"{bench['images_per_s']:.1f} images/s, {bench['peak_mem_mb']:.0f} MB peak")
     return run.dataset
 
 
@@ -251,8 +244,12 @@ def compare(names: Sequence[str], *, data: str | None, runs: Sequence[Path], pre
     indices, split, part = _scored(run_dirs, runs, data, notes)
     console.rule(f"[bold]scoring and timing every model on the same {part} images[/]")
     trained_s = time.perf_counter() - start
-    datasets = [evaluate_and_time(n, d, out / "models" / safe_name(n), indices, data, settings, console)
+    eval_dirs = {n: out / "models" / safe_name(n) for n in model_names}
+    datasets = [evaluate_run(n, d, eval_dirs[n], indices, data, settings, console)
                 for n, d in zip(model_names, run_dirs)]
+    # Timed after scoring, all models together and interleaved, on the scored photos.
+    time_models(dict(zip(model_names, run_dirs)), eval_dirs,
+                list(range(len(datasets[0]))) if indices is None else indices, data, settings, console)
     results = [collect_model(n, d, out / "models" / safe_name(n)) for n, d in zip(model_names, run_dirs)]
     seeds = _score_seeds(seed_runs, model_names, indices, data, settings, out, console, part) if seed_runs else None
     ctx = build_context(run_dirs, datasets[0], split, len(indices) if indices is not None else len(datasets[0]),
@@ -287,14 +284,13 @@ def _score_seeds(seed_runs: dict[str, list[Path]], model_names: Sequence[str], i
                  data: str | None, settings: CompareSettings, out: Path, console: Console, part: str
                  ) -> dict[str, Any]:
     """Score every further seed's run (seed 0's was scored for the report); write ``seeds.json``."""
-    quick = dataclasses.replace(settings, latency_iters=1, latency_warmup=0)  # accuracy only
     metrics: dict[str, list[dict[str, Any]]] = {}
     for name, dirs in zip(model_names, seed_runs.values()):
         metrics[name] = [json.loads((out / "models" / safe_name(name) / "metrics.json").read_text())]
         for run in dirs[1:]:
             eval_dir = out / "seeds" / f"{safe_name(name)}-{run.name}"
             eval_dir.mkdir(parents=True, exist_ok=True)
-            evaluate_and_time(f"{name} {run.name}", run, eval_dir, indices, data, quick, console)
+            evaluate_run(f"{name} {run.name}", run, eval_dir, indices, data, settings, console)
             metrics[name].append(json.loads((eval_dir / "metrics.json").read_text()))
     from zoo.train.run import read_run_config
 
