@@ -34,6 +34,43 @@ def shared_fixtures() -> Path:
     return shared_fixture_path()
 
 
+def imaterialist_rows(tmp_path: Path) -> Path:
+    """The 28 real iMaterialist 2019 rows as a dataset folder (the JPEGs themselves are not public
+    here), or skip when ``../shared`` is absent."""
+    import shutil
+
+    fixture = shared_fixture_path("imaterialist2019")
+    folder = tmp_path / "imat"
+    folder.mkdir()
+    shutil.copy(fixture / "train_rows_prefix.csv", folder / "train.csv")
+    shutil.copy(fixture / "label_descriptions.json", folder / "label_descriptions.json")
+    return folder
+
+
+class OpNames:
+    """Records the name of every operator dispatched inside ``with OpNames() as ops`` in
+    ``ops.names`` (e.g. ``torchvision.nms.default``)."""
+
+    def __init__(self) -> None:
+        from torch.utils._python_dispatch import TorchDispatchMode
+
+        names: list[str] = []
+
+        class _Recorder(TorchDispatchMode):
+            def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001
+                names.append(str(func))
+                return func(*args, **(kwargs or {}))
+
+        self.names, self._mode = names, _Recorder()
+
+    def __enter__(self) -> "OpNames":
+        self._mode.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._mode.__exit__(*exc)
+
+
 def write_imaterialist_folder(folder: Path, images: list[dict]) -> Path:
     """Write a hand-built iMaterialist 2019 folder.
 

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import numpy as np
 from pycocotools import mask as mask_util
 from pycocotools.coco import COCO
 
-from conftest import shared_fixture_path
+from conftest import imaterialist_rows, shared_fixture_path
 from zoo.config import DataConfig
 from zoo.data.dataset import open_dataset
 from zoo.data.decode import decode_segmentation
@@ -17,14 +16,6 @@ from zoo.data.rle import decode_runs_full, parse_kaggle_rle, sample_indices
 from zoo.data.sources import read_imaterialist
 
 
-def imaterialist_rows(tmp_path: Path) -> Path:
-    """The 28 real rows as an iMaterialist folder (the JPEGs themselves are not public here)."""
-    fixture = shared_fixture_path("imaterialist2019")
-    folder = tmp_path / "imat"
-    folder.mkdir()
-    shutil.copy(fixture / "train_rows_prefix.csv", folder / "train.csv")
-    shutil.copy(fixture / "label_descriptions.json", folder / "label_descriptions.json")
-    return folder
 
 
 def test_real_rows_parse_with_attributes_and_categories(tmp_path: Path) -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 import torchvision
-from torch.utils._python_dispatch import TorchDispatchMode
+from conftest import OpNames
 from torchvision import tv_tensors
 
 import adapters  # noqa: F401  (registers "maskrcnn")
@@ -273,16 +273,6 @@ def test_cli_reports_a_bad_model_key_in_one_line(tmp_path: Path) -> None:
     assert "Traceback" not in done.stderr
 
 
-class _OpNames(TorchDispatchMode):
-    """Records the name of every operator dispatched (e.g. ``torchvision.nms.default``)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.names: list[str] = []
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001
-        self.names.append(str(func))
-        return func(*args, **(kwargs or {}))
 
 
 def test_box_nms_and_the_mask_head_run_in_postprocess() -> None:
@@ -292,9 +282,9 @@ def test_box_nms_and_the_mask_head_run_in_postprocess() -> None:
     adapter = _adapter(box_score_thresh=0.0, **SMALL).eval()
     images = [torch.rand(3, 96, 128), torch.rand(3, 80, 80)]
     with torch.inference_mode():
-        with _OpNames() as in_model:
+        with OpNames() as in_model:
             raw = adapter.run_model(images)
-        with _OpNames() as in_post:
+        with OpNames() as in_post:
             preds = adapter.postprocess(raw, [(96, 128), (80, 80)])
         reference, _ = adapter.roi_heads(raw.features, raw.proposals, raw.resized)
     proposals = sum(len(p) for p in raw.proposals)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import csv
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -15,7 +14,7 @@ import numpy as np
 import pytest
 from pycocotools import mask as mask_utils
 
-from conftest import shared_fixture_path
+from conftest import imaterialist_rows, shared_fixture_path
 from zoo.data.rle import decode_runs_full, mask_to_coco_rle, parse_kaggle_rle
 from zoo.errors import DataError
 from zoo.metrics.cli_eval import eval_files
@@ -69,13 +68,6 @@ def test_read_back_keeps_the_ranking_and_names_bad_rows(tmp_path: Path) -> None:
         read_submission(bad, gt)
 
 
-def imaterialist_rows(tmp_path: Path) -> Path:
-    fixture = shared_fixture_path("imaterialist2019")
-    folder = tmp_path / "imat"
-    folder.mkdir()
-    shutil.copy(fixture / "train_rows_prefix.csv", folder / "train.csv")
-    shutil.copy(fixture / "label_descriptions.json", folder / "label_descriptions.json")
-    return folder
 
 
 def test_round_trip_export_submission_eval_scores_one(tmp_path: Path) -> None:

@@ -13,6 +13,7 @@ from torchvision import tv_tensors
 from torchvision.ops import batched_nms
 
 import adapters  # noqa: F401  (registers "yolact")
+from conftest import OpNames
 from adapters.yolact import YolactAdapter, YolactConfig
 from adapters.yolact.adapter import PAPER_PYRAMID
 from adapters.yolact.boxes import center_size, crop, decode, encode, fast_nms, make_anchors, match, point_form
@@ -352,16 +353,6 @@ def test_configs_parse_strictly(name: str) -> None:
     YolactAdapter(cfg.model, 3)
 
 
-class _OpNames(TorchDispatchMode):
-    """Records the name of every operator dispatched."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.names: list[str] = []
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001
-        self.names.append(str(func))
-        return func(*args, **(kwargs or {}))
 
 
 def test_run_model_holds_every_anchor_and_nms_runs_in_postprocess() -> None:
@@ -370,9 +361,9 @@ def test_run_model_holds_every_anchor_and_nms_runs_in_postprocess() -> None:
     torch.manual_seed(0)
     adapter = YolactAdapter(YolactConfig(input_size=64, **TINY), 3).eval()
     with torch.inference_mode():
-        with _OpNames() as in_model:
+        with OpNames() as in_model:
             raw = adapter.run_model([torch.rand(3, 64, 80), torch.rand(3, 48, 64)])
-        with _OpNames() as in_post:
+        with OpNames() as in_post:
             preds = adapter.postprocess(raw, [(64, 80), (48, 64)])
     anchors = raw.anchors.shape[0]
     assert raw.deltas.shape[:2] == raw.logits.shape[:2] == raw.coefs.shape[:2] == (2, anchors)
