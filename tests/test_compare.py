@@ -174,6 +174,8 @@ def test_every_model_was_scored_on_the_same_test_images(compared: Path) -> None:
     text = (compared / "report.md").read_text()
     assert (f"scored on {len(split['test'])} test images, held out from training ({len(split['train'])} images) "
             f"and from selection ({len(split['val'])} validation images)") in text
+    assert f"every model scored on the same {len(split['test'])} test images" in text
+    assert "on the test images, scored" in text and "validation images for every model" not in text
     assert "seed 0" in text and "torchvision" in text and "segmentation-models-pytorch" in text
     assert "zoo compare --data" in text  # the command line is recorded
 

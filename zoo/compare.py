@@ -254,6 +254,7 @@ def compare(names: Sequence[str], *, data: str | None, runs: Sequence[Path], pre
     seeds = _score_seeds(seed_runs, model_names, indices, data, settings, out, console, part) if seed_runs else None
     ctx = build_context(run_dirs, datasets[0], split, len(indices) if indices is not None else len(datasets[0]),
                         results, preset, notes)
+    ctx.scored = part
     ctx.timings = {"training" if not runs else "loading runs": trained_s,
                    "scoring and timing": time.perf_counter() - start - trained_s}
     path = _report(results, ctx, out, report, datasets[0], settings, console)

@@ -69,6 +69,7 @@ class Context:
     n_resamples: int = 0
     gallery_score: float = 0.5  # the gallery draws predictions scoring at least this
     timings: dict[str, float] = field(default_factory=dict)  # seconds per phase of the comparison
+    scored: str = "validation"  # which images were scored: "test" (held out), "validation" or "--data"
 
 
 @dataclass
@@ -237,8 +238,8 @@ def training_table(results: Sequence[ModelResult]) -> Table:
 
 def context_blocks(ctx: Context, results: Sequence[ModelResult]) -> list[Any]:
     items = [f"Dataset: {ctx.dataset}",
-             f"Split: {ctx.split}, seed {ctx.seed}: {ctx.n_train} training and {ctx.n_val} validation images "
-             "(every model scored on the same validation images)",
+             f"Split: {ctx.split}, seed {ctx.seed}: {ctx.n_train} training images; every model scored on "
+             f"the same {ctx.n_val} {ctx.scored} images",
              f"Preset: {ctx.preset}", f"Device: {ctx.device}",
              *(f"Run {r.name}: `{r.run_dir}`" for r in results), *ctx.notes]
     if ctx.timings:
@@ -254,7 +255,7 @@ def build_document(results: Sequence[ModelResult], boot: BootstrapResult | None,
     doc.add(Bullets(tuple(verdict(results, boot))), Heading("Summary"),
             Table(SUMMARY_HEADERS, tuple(summary_row(r) for r in results), ("l", "l", "l") + ("r",) * 14 + ("l",)),
             *derived_note(results),
-            Paragraph("Mask and box AP are COCO AP@[.50:.95] on the validation images, scored "
+            Paragraph(f"Mask and box AP are COCO AP@[.50:.95] on the {ctx.scored} images, scored "
                       f"{resolution_of(results[0].metrics)}; APs/APm/APl by object "
                       "area; mIoU of the semantic map built from each model's instances. Latency: one image at "
                       "the input size, median and 90th percentile over the timed iterations."))
@@ -287,7 +288,7 @@ def build_document(results: Sequence[ModelResult], boot: BootstrapResult | None,
     if figs.loss:
         doc.add(Figure(figs.loss, "Training loss per step and validation loss per epoch (metrics.csv of each run)"))
     if figs.gallery:
-        doc.add(Heading("Gallery"), Figure(figs.gallery, "The same validation images for every model: "
+        doc.add(Heading("Gallery"), Figure(figs.gallery, f"The same {ctx.scored} images for every model: "
                                            "ground truth in green, predictions in red (score >= "
                                            f"{ctx.gallery_score:g})"))
     doc.add(Heading("What was compared"), *context_blocks(ctx, results))
