@@ -151,7 +151,8 @@ def evaluate(
     rle_base: RleBaseOpt = 1,
 ) -> None:
     """Score a run on a dataset, or predictions against a ground-truth file."""
-    from zoo.metrics.cli_eval import eval_files, eval_run
+    from zoo.evaluate_run import eval_run
+    from zoo.metrics.cli_eval import eval_files
 
     if run is not None:
         _run(eval_run, run, data=data, split=split, limit=limit, out=out, backend=backend, resolution=resolution)

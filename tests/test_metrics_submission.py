@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from pycocotools import mask as mask_utils
 
-from conftest import imaterialist_rows, shared_fixture_path
+from conftest import imaterialist_rows
 from zoo.data.rle import decode_runs_full, mask_to_coco_rle, parse_kaggle_rle
 from zoo.errors import DataError
 from zoo.metrics.cli_eval import eval_files

@@ -1,4 +1,5 @@
-"""`zoo eval`: score a results file against a ground-truth file, or a trained run.
+"""`zoo eval` on files: score a results file against a ground-truth file (a trained run is
+scored by :mod:`zoo.evaluate_run`, beside the other commands that load runs).
 
 metrics.json layout (fractions in [0, 1]; -1 where COCO cannot define a value, e.g. APl when no
 ground-truth object is large, or a category's AP when it has no ground truth)::
@@ -21,13 +22,12 @@ submission CSV.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from pathlib import Path
 from typing import Any
 
 from zoo.data.rle import KAGGLE_RLE_BASE
-from zoo.errors import DataError, UserError
+from zoo.errors import DataError
 from zoo.metrics.coco import STAT_NAMES, check_results, evaluate_coco, prepare_gt
 
 
@@ -95,7 +95,7 @@ def print_metrics(metrics: dict[str, Any], title: str = "COCO scores", max_categ
                       f"(score >= {s['score_threshold']}, {s['n_categories']} categories present)")
 
 
-def _metrics_path(out: Path | None, default_dir: Path | None) -> Path | None:
+def metrics_path(out: Path | None, default_dir: Path | None) -> Path | None:
     """``out`` ending in .json is the metrics file; any other ``out`` is a folder for metrics.json."""
     if out is None:
         return None if default_dir is None else default_dir / "metrics.json"
@@ -174,64 +174,9 @@ def eval_files(gt: Path, pred: Path, *, out: Path | None, backend: str,
     metrics.update(gt=str(gt), pred=str(pred), backend=backend,
                    resolution={"scored_at": "the ground truth's own size"})
     print_metrics(metrics, title=f"{pred.name} vs {gt.name}")
-    path = _metrics_path(out, None)
+    path = metrics_path(out, None)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(metrics, indent=1))
         print(f"wrote {path}")
-    return metrics
-
-
-def _run_indices(loaded: Any, split: str, n_images: int) -> list[int]:
-    if split == "all":
-        return list(range(n_images))
-    if split not in loaded.split:
-        raise UserError(f"unknown split {split!r}; this run has {', '.join(loaded.split)} and all")
-    return [int(i) for i in loaded.split[split]]
-
-
-def eval_run(run: Path, *, data: str | None, split: str, limit: int | None, out: Path | None,
-             backend: str, resolution: str = "original") -> dict[str, Any]:
-    """Score the run's model on its own ``split`` (or on every image of ``data``), at the photos'
-    original resolution unless ``resolution="input"`` (see :mod:`zoo.metrics.evaluate`).
-
-    Writes metrics.json, results.json, results_segm.json, gt.json, confusion CSV/PNG and PR curves
-    into RUN/eval/, or beside ``out``.
-    """
-    import torch
-
-    from zoo.metrics.evaluate import evaluate_adapter
-    from zoo.train.run import load_run
-
-    loaded = load_run(Path(run))
-    dataset = loaded.dataset
-    if data is None:
-        indices = _run_indices(loaded, split, len(dataset))
-    else:
-        from zoo.data.dataset import open_dataset
-
-        dataset = open_dataset(dataclasses.replace(loaded.cfg.data, source=data, cache=None, limit=None))
-        if len(dataset.categories) != loaded.adapter.num_classes:
-            raise UserError(f"{data}: {len(dataset.categories)} categories, but the run's model "
-                            f"predicts {loaded.adapter.num_classes}")
-        # The run's split indexes its own dataset; another dataset is scored whole.
-        indices = list(range(len(dataset)))
-        split = "all"
-    if limit is not None:
-        indices = indices[:limit]
-    if not indices:
-        raise UserError(f"{run}: no images to evaluate in split {split!r}")
-    metrics_path = _metrics_path(out, Path(run) / "eval")
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    metrics = evaluate_adapter(loaded.adapter, dataset, indices, device=device,
-                               batch_size=loaded.cfg.batch_size, out_dir=metrics_path.parent,
-                               plots=True, backend=backend, resolution=resolution)
-    metrics.update(run=str(run), split=split, data=data or loaded.cfg.data.source)
-    written = metrics_path.parent / "metrics.json"
-    if written != metrics_path:
-        written.unlink()
-    metrics_path.write_text(json.dumps(metrics, indent=1))
-    print_metrics(metrics, title=f"{Path(run).name} on {split} ({len(indices)} images, "
-                           f"{resolution_label(metrics)})")
-    print(f"wrote {metrics_path} and results.json beside it")
     return metrics
