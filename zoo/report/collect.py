@@ -145,13 +145,12 @@ def decode_instances(anns: list[dict[str, Any]]) -> np.ndarray:
 
 
 def resolution_of(metrics: dict[str, Any]) -> str:
-    """Where a model's numbers were scored, as a phrase (from ``metrics.json``)."""
-    info = metrics.get("resolution") or {}
-    if info.get("scored_at") == "original":
-        return "at each photo's original resolution"
-    if info.get("scored_at") == "input":
-        return f"at the input size ({info.get('input_max_size')} px)"
-    return "(resolution not recorded)"
+    """Where a model's numbers were scored, as a phrase (from ``metrics.json``), e.g. ``at the
+    original resolution`` or ``at the input size (128 px)``."""
+    from zoo.metrics.cli_eval import resolution_label
+
+    scored_at = (metrics.get("resolution") or {}).get("scored_at")
+    return f"at the {resolution_label(metrics)}" if scored_at in ("original", "input") else f"({resolution_label(metrics)})"
 
 
 def resolution_table(results: list[ModelResult]) -> Table | None:
