@@ -249,7 +249,7 @@ def test_augmentation_keeps_masks_and_boxes_aligned(synth_dir):
 
     from zoo.config import AugmentConfig, DataConfig
     from zoo.data.dataset import open_dataset
-    from zoo.transforms import augment_sample, build_augmentation, to_model_input
+    from zoo.transforms import augment_sample, build_augmentation
 
     ds = open_dataset(DataConfig(source=str(synth_dir), max_size=128, limit=4))
     geometric = AugmentConfig(blur_sigma=0.0, contrast=(1.0, 1.0), brightness=(1.0, 1.0), noise_std=0.0)
