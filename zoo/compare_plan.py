@@ -44,8 +44,9 @@ class CompareSettings:
     seeds: int = 1  # training runs per model, seeds seed, seed+1, ...; the split stays the same
     test_fraction: float = 0.2  # share of images held out for scoring only
     # Wall-clock safety net for the whole comparison in minutes: each run gets an equal share and
-    # stops when it is spent (the notes say which run and how far). None: 30 with the cpu
-    # preset, no limit with gpu; 0: no limit.
+    # stops when it is spent (the notes say which run and how far). None: 60 with the cpu
+    # preset (about 5x what the default comparison needs on 2 idle cores, so a loaded machine
+    # changes its wall time, not its numbers), no limit with gpu; 0: no limit.
     budget_minutes: float | None = None
     resamples: int = 200
     confidence: float = 0.95
@@ -56,7 +57,7 @@ class CompareSettings:
     eval_batch_size: int = 2
 
     def budget_s(self, preset: str) -> float | None:
-        minutes = self.budget_minutes if self.budget_minutes is not None else (30.0 if preset == "cpu" else 0.0)
+        minutes = self.budget_minutes if self.budget_minutes is not None else (60.0 if preset == "cpu" else 0.0)
         return minutes * 60.0 if minutes > 0 else None
 
     def images_for(self, preset: str) -> int | None:
