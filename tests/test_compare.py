@@ -319,6 +319,7 @@ def test_a_run_cut_by_the_clock_is_noted_and_resumed_not_reused_later(tmp_path: 
     from zoo.compare import plan_runs, split_overrides, train_or_reuse
     from zoo.compare_train import cut_note
     from zoo.data.synth import write_synthetic
+    from zoo.train.logger import read_metrics
 
     data = write_synthetic(tmp_path / "tiny", n=12, size=64, seed=3)
     run_overrides, settings = split_overrides([v for k, v in zip(TINY, TINY[1:]) if k == "--set"] +
@@ -328,6 +329,10 @@ def test_a_run_cut_by_the_clock_is_noted_and_resumed_not_reused_later(tmp_path: 
     summary = json.loads((run / "summary.json").read_text())
     assert summary["stopped_reason"] == "stopped by request" and summary["global_step"] == 1
     assert (run / "checkpoints" / "last.pt").is_file()
+    # Validated once more where it was cut, so selection saw the weights it ends with.
+    cut_rows = [r for r in read_metrics(run / "metrics.csv") if r["kind"] == "cut"]
+    assert [r["step"] for r in cut_rows] == ["1"] and cut_rows[0]["segm_AP"] != ""
+    assert (run / "checkpoints" / "best.pt").is_file()
     assert cut_note(cfg, run) == ("unet seed 0: cut by the time budget (compare.budget_minutes) after 2 training "
                                   "images of 6 planned (33 %), step 1 of 3; its schedule did not finish")
     # A later comparison with room to finish (no deadline) continues the run to its planned end.

@@ -234,7 +234,7 @@ def test_fit_photos_keeps_the_aspect_ratio() -> None:
 def test_compare_times_trained_runs_interleaved_on_their_validation_photos(tmp_path: Path) -> None:
     from rich.console import Console
 
-    from zoo.compare import CompareSettings, time_models
+    from zoo.compare import CompareSettings, load_runs, time_models
     from zoo.data.synth import write_synthetic
     from zoo.train.api import load_train_config, train
 
@@ -248,7 +248,8 @@ def test_compare_times_trained_runs_interleaved_on_their_validation_photos(tmp_p
         evals[name] = tmp_path / "eval" / name
         evals[name].mkdir(parents=True)
     settings = CompareSettings(latency_iters=2, latency_warmup=1)
-    benches = time_models(runs, evals, [0, 1, 2], None, settings, Console(quiet=True), photos=2)
+    benches = time_models(load_runs(runs, None, Console(quiet=True)), evals, [0, 1, 2], settings, Console(quiet=True),
+                          photos=2)
     for name in runs:
         written = json.loads((evals[name] / "bench.json").read_text())
         assert written == json.loads(json.dumps(benches[name]))

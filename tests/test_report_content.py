@@ -178,3 +178,24 @@ def test_latency_table_shows_intervals_and_phases() -> None:
                              "25.0", "812")
     del rs[1].bench["ms_median_ci"]
     assert latency_table(rs).rows[1][2] == "n/a"  # a bench.json without intervals
+
+
+def test_verdict_calls_a_gap_real_only_when_it_holds_across_training_seeds() -> None:
+    rs = [result("a", 0.30, 0.5, 10.0), result("b", 0.25, 0.5, 20.0)]
+    boot = BootstrapResult(("segm", "AP"), 50, 100, 0.95)
+    boot.differences = {("a", "b"): Interval(0.05, 0.01, 0.09), ("b", "a"): Interval(-0.05, -0.09, -0.01)}
+
+    def seeds(std_a: float, std_b: float) -> dict:
+        return {"seeds": [0, 1], "models": {
+            "a": {"segm_AP": [0.30 - std_a, 0.30 + std_a], "mean": {"segm_AP": 0.30}, "std": {"segm_AP": std_a}},
+            "b": {"segm_AP": [0.25 - std_b, 0.25 + std_b], "mean": {"segm_AP": 0.25}, "std": {"segm_AP": std_b}}}}
+
+    # Seed spread small against the 0.05 gap: 2 * sqrt(0.01**2 / 2 * 2) = 0.028 < 0.05.
+    lines = verdict(rs, boot, seeds(0.01, 0.01))
+    assert "Mask AP over 2 training seeds (mean ± sample std): a 0.300 ± 0.010, b 0.250 ± 0.010." in lines
+    assert lines[-1] == ("Real differences in mask AP (95% bootstrap interval excludes 0 and it holds across "
+                         "training seeds): a > b by 0.050 [0.010, 0.090].")
+    # The same bootstrap interval, but seeds spread by 0.04: 2 * sqrt(0.04**2) = 0.08 > 0.05.
+    lines = verdict(rs, boot, seeds(0.04, 0.04))
+    assert any(line.startswith("Within training-seed variance") and "a vs b" in line for line in lines)
+    assert lines[-1].startswith("No difference in mask AP is real")

@@ -289,10 +289,11 @@ def test_losses_with_instances_train_every_head() -> None:
         assert part.weight.grad.abs().sum() > 0
 
 
-def test_postprocess_undoes_the_resize() -> None:
-    """One confident anchor with an all-ones prototype: box and mask land at the image's pixels."""
+def test_postprocess_undoes_the_letterbox() -> None:
+    """One confident anchor with an all-ones prototype: box and mask land at the image's pixels.
+    A 100 x 200 image is the top half of the 200-px square the network read."""
     net = build_adapter("yolact", TINY, num_classes=3).eval()
-    anchors = center_size(torch.tensor([[0.1, 0.2, 0.5, 0.6], [0.6, 0.6, 0.9, 0.9]]))
+    anchors = center_size(torch.tensor([[0.1, 0.1, 0.5, 0.3], [0.6, 0.6, 0.9, 0.9]]))
     probs = torch.tensor([[[0.05, 0.05, 0.85, 0.05], [0.97, 0.01, 0.01, 0.01]]])
     raw = RawOutput(deltas=torch.zeros(1, 2, 4), logits=probs, coefs=torch.full((1, 2, 8), 1.0),
                     protos=torch.full((1, 20, 20, 8), 1.0), anchors=anchors)
@@ -301,9 +302,9 @@ def test_postprocess_undoes_the_resize() -> None:
     assert torch.allclose(pred.boxes, torch.tensor([[20.0, 20.0, 100.0, 60.0]]), atol=1e-4)
     assert pred.masks.shape == (1, 100, 200)
     ys, xs = pred.masks[0].nonzero(as_tuple=True)
-    # Cropped at prototype resolution (10 px per cell horizontally, 5 vertically) with 1 cell padding.
+    # Cropped at prototype resolution (10 px per cell both ways, the square's) with 1 cell padding.
     assert 10 <= int(xs.min()) <= 20 and 100 <= int(xs.max()) <= 110
-    assert 15 <= int(ys.min()) <= 20 and 60 <= int(ys.max()) <= 65
+    assert 10 <= int(ys.min()) <= 20 and 60 <= int(ys.max()) <= 70
 
 
 def test_predict_handles_different_sizes_and_empty_output() -> None:
@@ -370,3 +371,24 @@ def test_run_model_holds_every_anchor_and_nms_runs_in_postprocess() -> None:
     assert anchors > max(len(p) for p in preds) > 0
     assert "aten.topk.default" not in in_model.names and "aten.topk.default" in in_post.names
     assert "aten.exp.default" not in in_model.names and "aten.exp.default" in in_post.names  # box decoding
+
+
+def test_non_square_images_are_letterboxed_not_squashed() -> None:
+    """A 48 x 96 photo sits in the top half of the 96-px square the network reads, at its own
+    aspect ratio; its targets are measured against the same square, and predictions come back
+    at the photo's own size."""
+    from adapters.yolact.loss import prepare_target
+
+    model = build_adapter("yolact", {"input_size": 96, **TINY}, num_classes=3).eval()
+    photo = torch.rand(3, 48, 96)
+    batch = model._batch([photo])
+    assert batch.shape == (1, 3, 96, 96)
+    assert torch.allclose(batch[0, :, :48], (photo - model.mean[0]) / model.std[0])
+    assert batch[0, :, 48:].abs().max() < 1e-6  # the mean colour, normalised
+    target = _target(48, 96, [(10, 4, 50, 40)], [1])
+    prepared = prepare_target(target, (48, 96), (24, 24), (12, 12), 3, torch.device("cpu"))
+    assert torch.allclose(prepared.boxes, torch.tensor([[10, 4, 50, 40]]) / 96.0)
+    assert prepared.proto_masks[0, 12:].sum() == 0  # nothing below the photo in the square
+    pred = model.predict([photo])[0]
+    assert pred.masks.shape[-2:] == (48, 96)
+    assert bool((pred.boxes[:, 2] <= 96).all() and (pred.boxes[:, 3] <= 48).all())

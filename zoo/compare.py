@@ -127,18 +127,24 @@ def scored_images(run_dirs: Sequence[Path]) -> tuple[list[int], dict[str, Any], 
     return indices, splits[0], part
 
 
-def evaluate_run(name: str, run_dir: Path, eval_dir: Path, indices: list[int] | None, data: str | None,
-                 settings: CompareSettings, console: Console) -> Any:
-    """Score one run; writes the evaluator's files into ``eval_dir`` (timing is :func:`time_models`).
+def load_runs(run_dirs: dict[str, Path], data: str | None, console: Console) -> dict[str, Any]:
+    """Each run's model and dataset (:func:`zoo.train.run.load_run`), loaded once for scoring and timing."""
+    from zoo.train.run import load_run
 
-    Returns the run's dataset (the gallery draws its images from it)."""
+    runs = {}
+    for name, run_dir in run_dirs.items():
+        with console.status(f"[bold]{name}[/]: loading {run_dir}"):
+            runs[name] = load_run(run_dir, data=data)
+    return runs
+
+
+def evaluate_run(name: str, run: Any, eval_dir: Path, indices: list[int] | None, settings: CompareSettings,
+                 console: Console) -> None:
+    """Score one loaded run (:func:`load_runs`); writes the evaluator's files into ``eval_dir``."""
     from zoo.device import resolve_device
     from zoo.metrics.cli_eval import resolution_label
     from zoo.metrics.evaluate import evaluate_adapter
-    from zoo.train.run import load_run
 
-    with console.status(f"[bold]{name}[/]: loading {run_dir}"):
-        run = load_run(run_dir, data=data)
     idx = list(range(len(run.dataset))) if indices is None else indices
     device = str(resolve_device(run.cfg.device))
     with console.status(f"[bold]{name}[/]: scoring {len(idx)} images on {device}"):
@@ -149,19 +155,17 @@ def evaluate_run(name: str, run_dir: Path, eval_dir: Path, indices: list[int] | 
                   f"box AP {metrics['bbox']['AP']:.3f} at the {resolution_label(metrics)}"
                   + (f" (at the input size: mask AP {small['AP']:.3f})" if small else "")
                   + f"  ({metrics['time_s']:.1f} s)")
-    return run.dataset
 
 
-def time_models(run_dirs: dict[str, Path], eval_dirs: dict[str, Path], indices: list[int], data: str | None,
-                settings: CompareSettings, console: Console, photos: int = 8) -> dict[str, dict[str, Any]]:
-    """Time every compared run like for like with :func:`zoo.latency.time_interleaved`: all
-    models loaded, interleaved, on ``photos`` of the validation images (``indices``) at the first
-    run's input size; writes each model's ``bench.json`` into its ``eval_dirs`` entry."""
+def time_models(runs: dict[str, Any], eval_dirs: dict[str, Path], indices: list[int], settings: CompareSettings,
+                console: Console, photos: int = 8) -> dict[str, dict[str, Any]]:
+    """Time every loaded run (:func:`load_runs`) like for like with
+    :func:`zoo.latency.time_interleaved`: interleaved, on ``photos`` of the scored images
+    (``indices``) at the first run's input size; writes each model's ``bench.json`` into its
+    ``eval_dirs`` entry."""
     from zoo.device import resolve_device
     from zoo.latency import dataset_photos, time_interleaved
-    from zoo.train.run import load_run
 
-    runs = {name: load_run(d, data=data) for name, d in run_dirs.items()}
     first = next(iter(runs.values()))
     size, device = int(first.cfg.data.max_size), str(resolve_device(first.cfg.device))
     with console.status(f"timing {', '.join(runs)} interleaved, {settings.latency_iters} iterations at {size} px"):
@@ -245,16 +249,19 @@ def compare(names: Sequence[str], *, data: str | None, runs: Sequence[Path], pre
     console.rule(f"[bold]scoring and timing every model on the same {part} images[/]")
     trained_s = time.perf_counter() - start
     eval_dirs = {n: out / "models" / safe_name(n) for n in model_names}
-    datasets = [evaluate_run(n, d, eval_dirs[n], indices, data, settings, console)
-                for n, d in zip(model_names, run_dirs)]
+    loaded = load_runs(dict(zip(model_names, run_dirs)), data, console)  # each loaded once
+    for name, run in loaded.items():
+        evaluate_run(name, run, eval_dirs[name], indices, settings, console)
+    datasets = [run.dataset for run in loaded.values()]
     # Timed after scoring, all models together and interleaved, on the scored photos.
-    time_models(dict(zip(model_names, run_dirs)), eval_dirs,
-                list(range(len(datasets[0]))) if indices is None else indices, data, settings, console)
+    time_models(loaded, eval_dirs, list(range(len(datasets[0]))) if indices is None else indices, settings, console)
+    del loaded
     results = [collect_model(n, d, out / "models" / safe_name(n)) for n, d in zip(model_names, run_dirs)]
     seeds = _score_seeds(seed_runs, model_names, indices, data, settings, out, console, part) if seed_runs else None
     ctx = build_context(run_dirs, datasets[0], split, len(indices) if indices is not None else len(datasets[0]),
                         results, preset, notes)
     ctx.scored = part
+    ctx.seeds = seeds if seeds is not None and settings.seeds > 1 else None
     ctx.timings = {"training" if not runs else "loading runs": trained_s,
                    "scoring and timing": time.perf_counter() - start - trained_s}
     path = _report(results, ctx, out, report, datasets[0], settings, console)
@@ -291,7 +298,8 @@ def _score_seeds(seed_runs: dict[str, list[Path]], model_names: Sequence[str], i
         for run in dirs[1:]:
             eval_dir = out / "seeds" / f"{safe_name(name)}-{run.name}"
             eval_dir.mkdir(parents=True, exist_ok=True)
-            evaluate_run(f"{name} {run.name}", run, eval_dir, indices, data, settings, console)
+            label = f"{name} {run.name}"
+            evaluate_run(label, load_runs({label: run}, data, console)[label], eval_dir, indices, settings, console)
             metrics[name].append(json.loads((eval_dir / "metrics.json").read_text()))
     from zoo.train.run import read_run_config
 

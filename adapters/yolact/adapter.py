@@ -86,13 +86,24 @@ class YolactAdapter(Adapter):
 
     # ------------------------------------------------------------------ network
     def _batch(self, images: list[Tensor]) -> Tensor:
-        """B images ``[3, H, W]`` in [0, 1] -> normalised ``[B, 3, S, S]`` (aspect ratio not kept, as the paper)."""
+        """B images ``[3, H, W]`` in [0, 1] -> normalised ``[B, 3, S, S]``, each letterboxed: put at
+        the top left of a square of side ``max(H, W)`` filled with the mean colour, then resized to
+        ``S``, so the aspect ratio is kept as the other families keep it (the paper squashes)."""
         s = self.cfg.input_size
         dev = self.mean.device
-        batch = torch.stack([
-            F.interpolate(im.to(dev, torch.float32)[None], size=(s, s), mode="bilinear", align_corners=False)[0]
-            if im.shape[-2:] != (s, s) else im.to(dev, torch.float32) for im in images])
-        return (batch - self.mean) / self.std
+        batch = []
+        for im in images:
+            im = im.to(dev, torch.float32)
+            h, w = int(im.shape[-2]), int(im.shape[-1])
+            if h != w:
+                side = max(h, w)
+                canvas = self.mean[0].expand(3, side, side).clone()
+                canvas[:, :h, :w] = im
+                im = canvas
+            if im.shape[-2:] != (s, s):
+                im = F.interpolate(im[None], size=(s, s), mode="bilinear", align_corners=False)[0]
+            batch.append(im)
+        return (torch.stack(batch) - self.mean) / self.std
 
     def _anchors(self, levels: list[Tensor]) -> Tensor:
         sizes = tuple((int(p.shape[-2]), int(p.shape[-1])) for p in levels)
@@ -159,10 +170,11 @@ class YolactAdapter(Adapter):
         det_boxes = boxes[cand[keep]]
         masks = torch.sigmoid(protos @ coefs[cand[keep]].t())  # [hp, wp, D]
         masks = crop(masks, det_boxes).permute(2, 0, 1).contiguous()  # [D, hp, wp]; contiguous for a fast upsample
-        masks = F.interpolate(masks[None], size=(h, w), mode="bilinear", align_corners=False)[0]
-        scale = det_boxes.new_tensor([w, h, w, h])
+        side = max(h, w)  # the letterbox square (see _batch): the image is its top-left h x w
+        masks = F.interpolate(masks[None], size=(side, side), mode="bilinear", align_corners=False)[0, :, :h, :w]
+        limit = det_boxes.new_tensor([w, h, w, h])
         return InstancePred(
-            boxes=(det_boxes * scale).clamp(min=0).minimum(scale).float(),
+            boxes=(det_boxes * side).clamp(min=0).minimum(limit).float(),
             labels=classes + 1,
             scores=scores.float(),
             masks=masks.gt(cfg.mask_threshold),

@@ -57,17 +57,20 @@ class ImageTarget:
 
 def prepare_target(target: dict[str, Any], size: tuple[int, int], proto_hw: tuple[int, int],
                    semantic_hw: tuple[int, int], num_classes: int, device: torch.device) -> ImageTarget:
-    """Relative boxes and downsampled masks of one image of ``size = (H, W)``.
+    """Relative boxes and downsampled masks of one image of ``size = (H, W)``, letterboxed as the
+    network sees it: the top left of a square of side ``max(H, W)``.
 
     Instances whose box has no area inside the image are dropped: they cannot be encoded.
     """
     h, w = size
+    side = max(h, w)
     boxes = torch.as_tensor(target["boxes"]).as_subclass(Tensor).to(device, torch.float32).reshape(-1, 4)
-    boxes = boxes / boxes.new_tensor([w, h, w, h])
-    boxes = boxes.clamp(0.0, 1.0)
+    boxes = boxes.minimum(boxes.new_tensor([w, h, w, h])).clamp(min=0.0) / side
     keep = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
     labels = torch.as_tensor(target["labels"]).as_subclass(Tensor).to(device, torch.int64)[keep]
     masks = torch.as_tensor(target["masks"]).as_subclass(Tensor).to(device)[keep].float()
+    if (h, w) != (side, side):
+        masks = F.pad(masks, (0, side - w, 0, side - h))
     if masks.shape[0]:
         proto = F.interpolate(masks[None], size=proto_hw, mode="bilinear", align_corners=False)[0].gt(0.5).float()
         small = F.interpolate(masks[None], size=semantic_hw, mode="bilinear", align_corners=False)[0].gt(0.5).float()

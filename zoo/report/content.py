@@ -14,6 +14,7 @@ from zoo.report.bootstrap import BootstrapResult, Interval
 from zoo.report.collect import DERIVED_MARK, ModelResult, resolution_of, resolution_table
 from zoo.report.document import Bullets, Code, Document, Figure, Heading, Paragraph, Table
 from zoo.report.pareto import pareto_front
+from zoo.report.seeds import SEED_Z, holds_against_seeds, seed_means_line
 
 SUMMARY_HEADERS = ("model", "backbone", "input (px)", "params (M)", "train time (s)", "mask AP", "AP50",
                    "AP75", "APs", "APm", "APl", "box AP", "mIoU", "latency median (ms)", "latency p90 (ms)",
@@ -70,6 +71,7 @@ class Context:
     gallery_score: float = 0.5  # the gallery draws predictions scoring at least this
     timings: dict[str, float] = field(default_factory=dict)  # seconds per phase of the comparison
     scored: str = "validation"  # which images were scored: "test" (held out), "validation" or "--data"
+    seeds: dict[str, Any] | None = None  # seeds.json of a comparison with compare.seeds > 1
 
 
 @dataclass
@@ -96,10 +98,13 @@ def summary_row(r: ModelResult) -> tuple[str, ...]:
             fmt_num(bench.get("peak_mem_mb"), 0), str(bench.get("device", "-")))
 
 
-def verdict(results: Sequence[ModelResult], boot: BootstrapResult | None) -> list[str]:
+def verdict(results: Sequence[ModelResult], boot: BootstrapResult | None,
+            seeds: dict[str, Any] | None = None) -> list[str]:
     """The report's first lines: who is most accurate by mask AP and, separately, by mIoU, who is
     fastest, which gaps are real. Models whose instances are derived from a semantic map carry
-    the marker, and the mask AP line says so when such a model leads."""
+    the marker, and the mask AP line says so when such a model leads. With ``seeds`` (several
+    training seeds per model) a gap is real only when it also holds against their spread
+    (:mod:`zoo.report.seeds`)."""
     ap = [r.metrics["segm"]["AP"] for r in results]
     ms = [r.bench["ms_median"] for r in results]
     best = max(range(len(results)), key=lambda i: ap[i])
@@ -133,12 +138,21 @@ def verdict(results: Sequence[ModelResult], boot: BootstrapResult | None) -> lis
     if boot is not None and len(results) > 1:
         label = {r.name: r.label for r in results}
         real = [(a, b, iv) for (a, b), iv in boot.differences.items() if iv.excludes_zero and iv.estimate > 0]
+        if seeds is not None:
+            lines.append(seed_means_line(seeds, label))
+            within = [(a, b) for a, b, _ in real if not holds_against_seeds(seeds, a, b)]
+            real = [(a, b, iv) for a, b, iv in real if holds_against_seeds(seeds, a, b)]
+            if within:
+                lines.append("Within training-seed variance (the bootstrap interval excludes 0, but the difference "
+                             f"of seed means is under {SEED_Z:g} standard errors): "
+                             + "; ".join(f"{label.get(a, a)} vs {label.get(b, b)}" for a, b in within) + ".")
+        against = "95% bootstrap interval excludes 0" + (" and it holds across training seeds" if seeds else "")
         if real:
-            lines.append("Real differences in mask AP (95% bootstrap interval excludes 0): "
+            lines.append(f"Real differences in mask AP ({against}): "
                          + "; ".join(f"{label.get(a, a)} > {label.get(b, b)} by {iv.estimate:.3f} {fmt_interval(iv)}"
                                      for a, b, iv in real) + ".")
         else:
-            lines.append("No difference in mask AP is real at 95% confidence: every interval includes 0.")
+            lines.append(f"No difference in mask AP is real ({against} for none).")
     if any(not r.instance_native for r in results):
         lines.append(DERIVED_NOTE)
     return lines
@@ -252,7 +266,7 @@ def build_document(results: Sequence[ModelResult], boot: BootstrapResult | None,
                    ctx: Context, title: str = "Model comparison") -> Document:
     """The full report: verdict, tables, charts, gallery and what was compared."""
     doc = Document(title)
-    doc.add(Bullets(tuple(verdict(results, boot))), Heading("Summary"),
+    doc.add(Bullets(tuple(verdict(results, boot, ctx.seeds))), Heading("Summary"),
             Table(SUMMARY_HEADERS, tuple(summary_row(r) for r in results), ("l", "l", "l") + ("r",) * 14 + ("l",)),
             *derived_note(results),
             Paragraph(f"Mask and box AP are COCO AP@[.50:.95] on the {ctx.scored} images, scored "

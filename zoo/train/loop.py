@@ -159,7 +159,10 @@ class Trainer:
             self._after_step(losses, optimizer, seen / (time.perf_counter() - t0))
             if self.stop_requested:
                 st.train_time_s += time.perf_counter() - t0  # before the save, so it is kept
-                self._save("last")
+                if self.stopped_reason == "stopped by request":
+                    self._validate_cut()
+                else:
+                    self._save("last")
                 return True
         st.train_time_s += time.perf_counter() - t0
         return self._end_epoch(seen / max(1e-9, time.perf_counter() - t0))
@@ -251,10 +254,30 @@ class Trainer:
         stop_stage = cfg.patience is not None and st.bad_epochs >= cfg.patience
         return D.broadcast_flag(stop_stage, self.dist)
 
+    def _validate_cut(self) -> None:
+        """Validate a run stopped mid-schedule (a time budget), so that its selection also sees
+        the weights it ends with. ``last.pt`` keeps the random state of before the validation
+        (its loader draws from it), so a resumed run goes on exactly as an uninterrupted one."""
+        st, cfg = self.state, self.cfg
+        rng = capture_rng()
+        result = validate(self.adapter, self.dataset, self.split["val"], cfg, self.device, self.dist)
+        improved = False
+        if self.dist.is_main:
+            self._logger([]).write({"kind": "cut", **self._where(), "time_s": st.train_time_s, **result})
+            value = result.get(cfg.best_metric)
+            improved = cfg.best_metric == "last" or (
+                value is not None and (st.best_value is None or self._better(value, st.best_value)))
+            if improved and cfg.best_metric != "last":
+                st.best_value, st.best_epoch = value, st.global_epoch
+        self._save("last", rng)
+        if improved:
+            self._save("best", rng)
+
     def _better(self, value: float, best: float) -> bool:
         return value < best if self.cfg.best_metric == "val_loss" else value > best  # "last": epochs grow
 
-    def _save(self, name: str) -> None:
+    def _save(self, name: str, rng: dict[str, Any] | None = None) -> None:
+        """Write checkpoint ``name`` atomically; ``rng``: the random state to store (default: now's)."""
         if not self.dist.is_main:
             return
         opt = getattr(self, "_optimizer", None)
@@ -266,7 +289,7 @@ class Trainer:
             "optimizer": opt.state_dict() if opt is not None else None,
             "scheduler": sched.state_dict() if sched is not None else None,
             "scaler": self.scaler.state_dict(),
-            "rng": capture_rng(),
+            "rng": rng if rng is not None else capture_rng(),
             "state": self.state.as_dict(),
         }
         save_atomic(ckpt, self.out / "checkpoints" / f"{name}.pt")
