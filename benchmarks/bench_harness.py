@@ -21,7 +21,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import adapters  # noqa: E402,F401
+import zoo.adapters  # noqa: E402,F401
 from zoo.config import DataConfig  # noqa: E402
 from zoo.data.dataset import open_dataset  # noqa: E402
 from zoo.train import distributed as D  # noqa: E402

@@ -34,8 +34,8 @@ from typing import Any, Callable
 
 import torch
 
-import adapters  # noqa: F401  (registers "maskrcnn")
-from adapters.maskrcnn import MaskRCNNAdapter, MaskRCNNConfig, build_torchvision_maskrcnn
+import zoo.adapters  # noqa: F401  (registers "maskrcnn")
+from zoo.adapters.maskrcnn import MaskRCNNAdapter, MaskRCNNConfig, build_torchvision_maskrcnn
 from zoo.build import DEFAULT_NUM_CLASSES
 from zoo.latency import device_name, make_photos, measure_latency, preprocess
 

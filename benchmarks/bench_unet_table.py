@@ -32,7 +32,7 @@ import torchvision
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import adapters  # noqa: E402,F401  (registers the adapters)
+import zoo.adapters  # noqa: E402,F401  (registers the adapters)
 from zoo.config import DataConfig  # noqa: E402
 from zoo.data.dataset import open_dataset  # noqa: E402
 from zoo.data.synth import write_synthetic  # noqa: E402

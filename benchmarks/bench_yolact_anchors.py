@@ -25,9 +25,9 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import adapters  # noqa: E402,F401  (registers the adapters)
-from adapters.yolact.adapter import PAPER_PYRAMID  # noqa: E402
-from adapters.yolact.boxes import box_iou, match, point_form  # noqa: E402
+import zoo.adapters  # noqa: E402,F401  (registers the adapters)
+from zoo.adapters.yolact.adapter import PAPER_PYRAMID  # noqa: E402
+from zoo.adapters.yolact.boxes import box_iou, match, point_form  # noqa: E402
 from zoo.build import build_adapter  # noqa: E402
 from zoo.data.dataset import open_dataset  # noqa: E402
 from zoo.data.split import split_indices  # noqa: E402

@@ -23,8 +23,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-import adapters  # noqa: F401  (registers the adapters)
-from adapters.yolact.adapter import PAPER_PYRAMID
+import zoo.adapters  # noqa: F401  (registers the adapters)
+from zoo.adapters.yolact.adapter import PAPER_PYRAMID
 from zoo.build import build_adapter
 from zoo.latency import measure_latency
 

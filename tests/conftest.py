@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-import adapters  # noqa: F401  (registers every adapter)
+import zoo.adapters  # noqa: F401  (registers every adapter)
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_FIXTURES = REPO.parent / "shared" / "fixtures"

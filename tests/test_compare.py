@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-import adapters  # noqa: F401  (fills the registry)
+import zoo.adapters  # noqa: F401  (fills the registry)
 from zoo.compare import CompareSettings
 
 REPO = Path(__file__).resolve().parents[1]

@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch.nn.modules.batchnorm import _NormBase
 
-import adapters  # noqa: F401  (fills the registry)
+import zoo.adapters  # noqa: F401  (fills the registry)
 from zoo.adapter import available_adapters, get_adapter, trainable_groups
 from zoo.data.dataset import open_dataset
 from zoo.data.split import split_three

@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-import adapters  # noqa: F401  (fills the registry)
+import zoo.adapters  # noqa: F401  (fills the registry)
 from zoo.data.dataset import open_dataset
 from zoo.data.split import split_indices, split_three
 from zoo.train.api import _prepare_run, _write_run_header, load_train_config

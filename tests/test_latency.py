@@ -14,7 +14,7 @@ import torch
 from torch import Tensor, nn
 from typer.testing import CliRunner
 
-import adapters  # noqa: F401  (fills the registry)
+import zoo.adapters  # noqa: F401  (fills the registry)
 from cli import app
 from zoo.adapter import Adapter, available_adapters
 from zoo.build import build_adapter

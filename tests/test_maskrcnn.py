@@ -14,8 +14,8 @@ import torchvision
 from conftest import OpNames
 from torchvision import tv_tensors
 
-import adapters  # noqa: F401  (registers "maskrcnn")
-from adapters.maskrcnn import MaskRCNNAdapter, MaskRCNNConfig, build_torchvision_maskrcnn
+import zoo.adapters  # noqa: F401  (registers "maskrcnn")
+from zoo.adapters.maskrcnn import MaskRCNNAdapter, MaskRCNNConfig, build_torchvision_maskrcnn
 from zoo.adapter import set_trainable
 from zoo.errors import UserError
 from zoo.train.api import load_train_config

@@ -19,7 +19,7 @@ from scipy import ndimage
 from torch import Tensor, nn
 from torchvision import tv_tensors
 
-import adapters  # noqa: F401  (fills the registry)
+import zoo.adapters  # noqa: F401  (fills the registry)
 from zoo.adapter import Adapter, available_adapters
 from zoo.build import build_adapter
 from zoo.config import DataConfig

@@ -22,7 +22,7 @@ from faster_coco_eval.core import mask as mask_utils
 from rich.console import Console
 from torch import Tensor, nn
 
-import adapters  # noqa: F401  (fills the registry)
+import zoo.adapters  # noqa: F401  (fills the registry)
 from zoo.adapter import Adapter
 from zoo.errors import UserError
 from zoo.predict import annotate_photos, count_tables, find_images

@@ -10,8 +10,8 @@ import torch
 import torchvision
 from torchvision import tv_tensors
 
-import adapters  # noqa: F401  (registers "unet")
-from adapters.unet import UnetAdapter, UnetConfig, load_encoder_weights
+import zoo.adapters  # noqa: F401  (registers "unet")
+from zoo.adapters.unet import UnetAdapter, UnetConfig, load_encoder_weights
 from zoo.adapter import GROUP_ORDER, set_trainable
 from zoo.build import build_adapter
 from zoo.config import load_yaml, train_config_from_dict

@@ -12,13 +12,13 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torchvision import tv_tensors
 from torchvision.ops import batched_nms
 
-import adapters  # noqa: F401  (registers "yolact")
+import zoo.adapters  # noqa: F401  (registers "yolact")
 from conftest import OpNames
-from adapters.yolact import YolactAdapter, YolactConfig
-from adapters.yolact.adapter import PAPER_PYRAMID
-from adapters.yolact.boxes import center_size, crop, decode, encode, fast_nms, make_anchors, match, point_form
-from adapters.yolact.loss import ImageTarget, LossSettings, instance_mask_loss, ohem_negatives
-from adapters.yolact.network import RawOutput
+from zoo.adapters.yolact import YolactAdapter, YolactConfig
+from zoo.adapters.yolact.adapter import PAPER_PYRAMID
+from zoo.adapters.yolact.boxes import center_size, crop, decode, encode, fast_nms, make_anchors, match, point_form
+from zoo.adapters.yolact.loss import ImageTarget, LossSettings, instance_mask_loss, ohem_negatives
+from zoo.adapters.yolact.network import RawOutput
 from zoo.build import build_adapter
 from zoo.config import load_yaml, train_config_from_dict
 from zoo.errors import UserError
@@ -377,7 +377,7 @@ def test_non_square_images_are_letterboxed_not_squashed() -> None:
     """A 48 x 96 photo sits in the top half of the 96-px square the network reads, at its own
     aspect ratio; its targets are measured against the same square, and predictions come back
     at the photo's own size."""
-    from adapters.yolact.loss import prepare_target
+    from zoo.adapters.yolact.loss import prepare_target
 
     model = build_adapter("yolact", {"input_size": 96, **TINY}, num_classes=3).eval()
     photo = torch.rand(3, 48, 96)

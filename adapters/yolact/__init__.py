@@ -1,5 +1,5 @@
 """YOLACT-style instance segmentation (prototypes x coefficients, Fast NMS); registers ``yolact``."""
 
-from adapters.yolact.adapter import YolactAdapter, YolactConfig
+from zoo.adapters.yolact.adapter import YolactAdapter, YolactConfig
 
 __all__ = ["YolactAdapter", "YolactConfig"]

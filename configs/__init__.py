@@ -1,0 +1,1 @@
+"""The presets: ``<adapter>.yaml`` (CPU) and ``<adapter>-<preset>.yaml``, installed as package data."""
