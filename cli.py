@@ -24,7 +24,7 @@ def _run(fn, *args, **kwargs):
 
     # Model commands need the registry; `zoo data ...` stays free of torch model imports.
     if fn.__module__.split(".")[1] not in ("data",):
-        import adapters  # noqa: F401  (fills the adapter registry)
+        import zoo.adapters  # noqa: F401  (fills the adapter registry)
     try:
         return fn(*args, **kwargs)
     except UserError as err:

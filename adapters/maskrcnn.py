@@ -22,7 +22,7 @@ from torchvision.models.detection.rpn import RPNHead
 from torchvision.models.detection.transform import resize_boxes
 from torchvision.ops import MultiScaleRoIAlign
 
-from adapters.maskrcnn_backbones import (
+from zoo.adapters.maskrcnn_backbones import (
     TimmBody,
     body_groups,
     build_backbone,

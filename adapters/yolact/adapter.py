@@ -14,9 +14,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from adapters.yolact.boxes import crop, decode, fast_nms, make_anchors
-from adapters.yolact.loss import LossSettings, prepare_target, yolact_losses
-from adapters.yolact.network import FPN, PredictionHead, ProtoNet, RawOutput, build_backbone, init_xavier
+from zoo.adapters.yolact.boxes import crop, decode, fast_nms, make_anchors
+from zoo.adapters.yolact.loss import LossSettings, prepare_target, yolact_losses
+from zoo.adapters.yolact.network import FPN, PredictionHead, ProtoNet, RawOutput, build_backbone, init_xavier
 from zoo.adapter import Adapter, register
 from zoo.errors import UserError
 from zoo.types import InstancePred

@@ -20,8 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from adapters.yolact.boxes import center_size, crop, match
-from adapters.yolact.network import RawOutput
+from zoo.adapters.yolact.boxes import center_size, crop, match
+from zoo.adapters.yolact.network import RawOutput
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,16 @@ from zoo.train.logger import plot_loss_curves
 from zoo.train.loop import StepHook, Trainer
 from zoo.train.state import seed_everything
 
-CONFIG_DIR = Path(os.environ.get("ZOO_CONFIGS", Path(__file__).resolve().parents[2] / "configs"))
+def _presets_folder() -> Path:
+    """``$ZOO_CONFIGS``, else the presets shipped as package data (``configs/`` installs as ``zoo.configs``)."""
+    if os.environ.get("ZOO_CONFIGS"):
+        return Path(os.environ["ZOO_CONFIGS"])
+    import zoo.configs
+
+    return Path(zoo.configs.__file__).resolve().parent
+
+
+CONFIG_DIR = _presets_folder()
 
 
 def preset_path(adapter: str, preset: str) -> Path:
