@@ -81,8 +81,8 @@ def test_bootstrap_and_per_category_tables() -> None:
     boot = BootstrapResult(("segm", "AP"), 50, 100, 0.95, samples={"a": np.zeros(1), "b": np.zeros(1)})
     boot.models = {"a": Interval(0.3, 0.25, 0.36), "b": Interval(0.2, 0.15, 0.26)}
     boot.differences = {("a", "b"): Interval(0.1, -0.01, 0.2)}
-    text, per_model, pairs = bootstrap_tables(rs, boot)
-    assert "100 times" in text.text and "50 images" in text.text
+    text, per_model, pairs = bootstrap_tables(rs, boot, "test")
+    assert "100 times" in text.text and "50 images" in text.text and text.text.startswith("The test images")
     assert per_model.rows == (("a", "0.300", "[0.250, 0.360]"), ("b", "0.200", "[0.150, 0.260]"))
     assert pairs.rows == (("a - b", "+0.100", "[-0.010, 0.200]", "no (interval includes 0)"),)
     assert fmt_ap(-1) == "n/a" and fmt_ap(None) == "n/a" and fmt_ap(0.12345) == "0.123"

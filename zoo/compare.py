@@ -174,7 +174,8 @@ def time_models(runs: dict[str, Any], eval_dirs: dict[str, Path], indices: list[
                                    warmup=settings.latency_warmup)
     for name, bench in benches.items():
         (eval_dirs[name] / "bench.json").write_text(json.dumps(bench, indent=1))
-        console.print(f"  {name}: {bench['ms_median']:.1f} ms median {bench['ms_median_ci']}, "
+        low, high = bench["ms_median_ci"]
+        console.print(f"  {name}: {bench['ms_median']:.1f} ms median [{low:.1f}, {high:.1f}], "
                       f"{bench['ms_p90']:.1f} ms p90, {bench['images_per_s']:.1f} images/s")
     return benches
 

@@ -189,12 +189,13 @@ def latency_table(results: Sequence[ModelResult]) -> Table:
     return Table(LATENCY_HEADERS, rows, ("l",) + ("r",) * (len(LATENCY_HEADERS) - 1))
 
 
-def latency_text(results: Sequence[ModelResult]) -> Paragraph:
-    """How the latency table was measured, read from the first model's ``bench.json``."""
+def latency_text(results: Sequence[ModelResult], scored: str = "validation") -> Paragraph:
+    """How the latency table was measured, read from the first model's ``bench.json``;
+    ``scored``: which images the photos were drawn from (:attr:`Context.scored`)."""
     b = results[0].bench
     how = (f"Timed interleaved: round-robin blocks of {b.get('block')} iteration(s), the first model rotating each "
            f"round, so load drift falls on every model alike; {b.get('iters')} timed iterations per model on the same "
-           f"{b.get('photos')} validation photos resized to {b.get('size')} px (longer side)."
+           f"{b.get('photos')} {scored} photos resized to {b.get('size')} px (longer side)."
            if b.get("protocol") == "interleaved" else
            f"Timed one model after another, {b.get('iters')} iterations each, on synthetic {b.get('size')} px photos.")
     pct = int(round(float(b.get("confidence", 0.95)) * 100))
@@ -205,11 +206,14 @@ def latency_text(results: Sequence[ModelResult]) -> Paragraph:
                      "prototype combination, a semantic map's connected components, and pasting at the photo's "
                      f"size). Milliseconds per image; intervals are {pct}% order-statistic intervals over the "
                      f"iterations; phase columns are medians, so they need not add up to the median total. "
-                     f"Device: {b.get('device_name', b.get('device'))}, {b.get('threads')} threads.")
+                     f"Device: {b.get('device_name', b.get('device'))}, {b.get('threads')} threads."
+                     + (" Peak memory is the process's peak resident memory with every model loaded, so it is "
+                        "the same for all of them." if b.get("peak_mem_kind") == "rss_peak_all_models_loaded" else ""))
 
 
-def bootstrap_tables(results: Sequence[ModelResult], boot: BootstrapResult) -> list[Any]:
-    """Blocks for the bootstrap section: per-model intervals and pairwise differences."""
+def bootstrap_tables(results: Sequence[ModelResult], boot: BootstrapResult, scored: str = "validation") -> list[Any]:
+    """Blocks for the bootstrap section: per-model intervals and pairwise differences over the
+    ``scored`` images."""
     pct = int(round(boot.confidence * 100))
     per_model = Table(("model", "mask AP", f"{pct}% interval"),
                       tuple((r.label, fmt_ap(boot.models[r.name].estimate), fmt_interval(boot.models[r.name]))
@@ -225,7 +229,7 @@ def bootstrap_tables(results: Sequence[ModelResult], boot: BootstrapResult) -> l
                 word = "no (interval includes 0)"
             rows.append((f"{a} - {b}", f"{iv.estimate:+.3f}", fmt_interval(iv), word))
     pairs = Table(("difference", "mask AP difference", f"{pct}% interval", "real?"), tuple(rows), ("l", "r", "r", "l"))
-    text = Paragraph(f"Validation images were resampled with replacement {boot.n_resamples} times "
+    text = Paragraph(f"The {scored} images were resampled with replacement {boot.n_resamples} times "
                      f"({boot.n_images} images each); every resample was scored for every model with the same "
                      "evaluator, so the differences are paired. A difference is real when its interval excludes 0.")
     return [text, per_model, pairs]
@@ -278,12 +282,12 @@ def build_document(results: Sequence[ModelResult], boot: BootstrapResult | None,
         doc.add(Paragraph("The same predictions scored at the input size instead of each photo's own size "
                           "(what per-epoch validation does): the difference is what that would over- or "
                           "understate."), at_input, *derived_note(results))
-    doc.add(Heading("Latency"), latency_table(results), *derived_note(results), latency_text(results))
+    doc.add(Heading("Latency"), latency_table(results), *derived_note(results), latency_text(results, ctx.scored))
     if figs.ap_latency:
         doc.add(Heading("Accuracy vs latency"), Figure(figs.ap_latency, "Mask AP against median latency; "
                                                        "error bars are 95% bootstrap intervals"))
     if boot is not None:
-        doc.add(Heading("Are the differences real?"), *bootstrap_tables(results, boot), *derived_note(results))
+        doc.add(Heading("Are the differences real?"), *bootstrap_tables(results, boot, ctx.scored), *derived_note(results))
         if figs.differences:
             doc.add(Figure(figs.differences, "Pairwise mask AP differences with 95% bootstrap intervals"))
     doc.add(Heading("Per-category mask AP"), per_category_table(results), *derived_note(results))
