@@ -22,6 +22,7 @@ from torchvision.models.detection.rpn import RPNHead
 from torchvision.models.detection.transform import resize_boxes
 from torchvision.ops import MultiScaleRoIAlign
 
+from zoo.adapters.maskrcnn_attributes import AttributeRoIHeads
 from zoo.adapters.maskrcnn_backbones import (
     TimmBody,
     body_groups,
@@ -31,12 +32,14 @@ from zoo.adapters.maskrcnn_backbones import (
     rename_detection_key,
 )
 from zoo.adapter import Adapter, register
+from zoo.attributes import AttributeSpace
+from zoo.config import AttributeOptions
 from zoo.errors import UserError
 from zoo.types import InstancePred
 
 
 @dataclass(frozen=True)
-class MaskRCNNConfig:
+class MaskRCNNConfig(AttributeOptions):
     """Mask R-CNN options. Defaults are the CPU preset (2 cores, images of about 128 px).
 
     torchvision's COCO values are given in brackets where the preset differs; see
@@ -106,10 +109,12 @@ def build_torchvision_maskrcnn(cfg: MaskRCNNConfig, num_classes: int) -> MaskRCN
     )
 
 
-def to_torchvision_target(target: dict[str, Any]) -> dict[str, Tensor]:
+def to_torchvision_target(target: dict[str, Any], space: AttributeSpace | None = None) -> dict[str, Tensor]:
     """A zoo target as torchvision detection wants it: plain tensors, no degenerate boxes.
 
-    Returns ``boxes`` float32 ``[N, 4]``, ``labels`` int64 ``[N]``, ``masks`` uint8 ``[N, H, W]``.
+    Returns ``boxes`` float32 ``[N, 4]``, ``labels`` int64 ``[N]``, ``masks`` uint8 ``[N, H, W]``;
+    with ``space`` also ``attributes`` float32 ``[N, A]`` (multi-hot) and ``attribute_teach`` bool
+    ``[N]`` (see :meth:`zoo.attributes.AttributeSpace.trains_on`).
     Boxes with no width or height (e.g. a garment cropped away by augmentation to a line) would
     give an infinite box-regression target, so they are dropped with their masks.
     """
@@ -117,7 +122,12 @@ def to_torchvision_target(target: dict[str, Any]) -> dict[str, Tensor]:
     labels = target["labels"].as_subclass(Tensor).to(torch.int64)
     masks = target["masks"].as_subclass(Tensor).to(torch.uint8)
     keep = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
-    return {"boxes": boxes[keep], "labels": labels[keep], "masks": masks[keep]}
+    out = {"boxes": boxes[keep], "labels": labels[keep], "masks": masks[keep]}
+    if space is not None:
+        attrs = [a for a, k in zip(target.get("attributes") or [[]] * len(keep), keep.tolist()) if k]
+        out["attributes"] = space.multi_hot(attrs, boxes.device)
+        out["attribute_teach"] = space.trains_on(out["labels"], attrs)
+    return out
 
 
 @dataclass
@@ -146,23 +156,32 @@ class MaskRCNNAdapter(Adapter):
 
     config_cls = MaskRCNNConfig
     input_size_fields = ("min_size", "max_size")
+    predicts_attributes = True
 
-    def __init__(self, cfg: MaskRCNNConfig, num_classes: int) -> None:
-        super().__init__(cfg, num_classes)
+    def __init__(self, cfg: MaskRCNNConfig, num_classes: int, attributes: AttributeSpace | None = None) -> None:
+        super().__init__(cfg, num_classes, attributes)
         net = build_torchvision_maskrcnn(cfg, num_classes)
         self.transform = net.transform
         self.backbone = net.backbone
         self.rpn = net.rpn
         self.roi_heads = net.roi_heads
+        if self.attribute_space is not None:  # built after the rest: its draws leave the others' weights as they are
+            self.roi_heads = AttributeRoIHeads(net.roi_heads, self.num_attributes, cfg.representation_size)
 
     def forward(self, images: list[Tensor], targets: list[dict[str, Any]]) -> dict[str, Tensor]:
         """Losses ``loss_objectness``, ``loss_rpn_box_reg``, ``loss_classifier``, ``loss_box_reg``,
-        ``loss_mask`` (scalars) for B images ``[3, H, W]`` in ``[0, 1]`` (train mode)."""
-        batch, tv_targets = self.transform(list(images), [to_torchvision_target(t) for t in targets])
+        ``loss_mask`` (and with attributes ``loss_attributes``) (scalars) for B images ``[3, H, W]``
+        in ``[0, 1]`` (train mode)."""
+        space = self.attribute_space
+        batch, tv_targets = self.transform(list(images), [to_torchvision_target(t, space) for t in targets])
         features = self.backbone(batch.tensors)
         proposals, rpn_losses = self.rpn(batch, features, tv_targets)
         _, roi_losses = self.roi_heads(features, proposals, batch.image_sizes, tv_targets)
-        return {**rpn_losses, **roi_losses}
+        losses = {**rpn_losses, **roi_losses}
+        if space is not None:
+            logits, wanted = self.roi_heads.positive_attribute_logits(features, batch.image_sizes, tv_targets)
+            losses["loss_attributes"] = self.attribute_loss(logits, wanted)
+        return losses
 
     def run_model(self, images: list[Tensor]) -> MaskRCNNRaw:
         """Normalise, resize and batch B images ``[3, H, W]``; backbone, RPN (with its proposal
@@ -185,13 +204,19 @@ class MaskRCNNAdapter(Adapter):
         """torchvision's ``RoIHeads`` inference after the box head, composed from its own parts:
         per-class box decoding, score threshold, NMS, top detections, then the mask head on the
         kept boxes. Per image: ``boxes`` ``[N, 4]`` (resized-image pixels), ``labels``, ``scores``
-        ``[N]``, ``masks`` ``[N, 1, 28, 28]`` probabilities in box coordinates."""
+        ``[N]``, ``masks`` ``[N, 1, 28, 28]`` probabilities in box coordinates; with attributes
+        also ``attribute_probs`` ``[N, A]`` (the attribute branch on the kept boxes)."""
         heads = self.roi_heads
         boxes, scores, labels = heads.postprocess_detections(raw.class_logits, raw.box_regression,
                                                              raw.proposals, raw.resized)
         mask_logits = heads.mask_predictor(heads.mask_head(heads.mask_roi_pool(raw.features, boxes, raw.resized)))
         masks = maskrcnn_inference(mask_logits, labels)
-        return [{"boxes": b, "labels": c, "scores": s, "masks": m} for b, c, s, m in zip(boxes, labels, scores, masks)]
+        dets = [{"boxes": b, "labels": c, "scores": s, "masks": m} for b, c, s, m in zip(boxes, labels, scores, masks)]
+        if self.attribute_space is not None:
+            probs = torch.sigmoid(heads.attribute_logits(raw.features, boxes, raw.resized))
+            for det, p in zip(dets, probs.split([len(b) for b in boxes])):
+                det["attribute_probs"] = p
+        return dets
 
     def postprocess(self, raw: MaskRCNNRaw, sizes: list[tuple[int, int]]) -> list[InstancePred]:
         """:meth:`detections`, then boxes scaled to each ``(H, W)`` in ``sizes`` and the 28x28 masks
@@ -200,8 +225,9 @@ class MaskRCNNAdapter(Adapter):
         for det, resized, size in zip(self.detections(raw), raw.resized, sizes):
             boxes = resize_boxes(det["boxes"], list(resized), list(size))
             probs = paste_masks_in_image(det["masks"], boxes, size)  # [N, 1, H, W]
-            preds.append(InstancePred(boxes=boxes.float(), labels=det["labels"], scores=det["scores"],
-                                      masks=probs[:, 0] > self.cfg.mask_threshold))
+            pred = InstancePred(boxes=boxes.float(), labels=det["labels"], scores=det["scores"],
+                                masks=probs[:, 0] > self.cfg.mask_threshold)
+            preds.append(self.with_attributes(pred, det["attribute_probs"]) if "attribute_probs" in det else pred)
         return preds
 
     def param_groups(self) -> dict[str, list[nn.Parameter]]:

@@ -19,6 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from zoo.adapter import register
+from zoo.attributes import AttributeSpace
 from zoo.errors import UserError
 from zoo.semantic import SemanticAdapter, SemanticConfig, backbone_groups
 
@@ -45,14 +46,16 @@ class UnetAdapter(SemanticAdapter):
 
     config_cls = UnetConfig
     backbone_option = "encoder"
+    predicts_attributes = True
 
-    def __init__(self, cfg: UnetConfig, num_classes: int) -> None:
-        super().__init__(cfg, num_classes)
+    def __init__(self, cfg: UnetConfig, num_classes: int, attributes: AttributeSpace | None = None) -> None:
+        super().__init__(cfg, num_classes, attributes)
         if cfg.encoder_weights_path:
             load_encoder_weights(self, cfg.encoder_weights_path)
 
     def build_network(self) -> nn.Module:
-        """``smp.create_model(arch, ...)`` with ``num_classes`` output channels and random weights."""
+        """``smp.create_model(arch, ...)`` with ``num_outputs`` channels (categories, then
+        attributes) and random weights."""
         cfg = self.cfg
         _check_arch(cfg.arch)
         _check_encoder_name(cfg.encoder)
@@ -63,11 +66,13 @@ class UnetAdapter(SemanticAdapter):
                                 f"got {len(cfg.decoder_channels)}")
             extra["decoder_channels"] = cfg.decoder_channels
         try:
-            return smp.create_model(cfg.arch, encoder_name=cfg.encoder, encoder_depth=cfg.encoder_depth,
-                                    encoder_weights=None, classes=self.num_classes, **extra)
+            net = smp.create_model(cfg.arch, encoder_name=cfg.encoder, encoder_depth=cfg.encoder_depth,
+                                   encoder_weights=None, classes=self.num_outputs, **extra)
         except (ValueError, TypeError, AssertionError) as err:  # smp's own check of arch/encoder/depth
             raise UserError(f"model.arch {cfg.arch!r} with encoder {cfg.encoder!r}, depth {cfg.encoder_depth}: "
                             f"{err}") from None
+        self.init_attribute_bias(next(m for m in net.segmentation_head.modules() if isinstance(m, nn.Conv2d)))
+        return net
 
     def input_multiple(self) -> int:
         """smp checks that input sides divide by the encoder's output stride."""

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 from torchvision import tv_tensors
 
-from zoo.adapter import GROUP_ORDER, available_adapters, get_adapter, missing_capabilities, set_trainable
-from zoo.build import build_adapter
+from zoo.adapter import (GROUP_ORDER, available_adapters, build_with_attributes, get_adapter, missing_capabilities,
+                         set_trainable)
+from zoo.attributes import AttributeSpace, space_from_state
+from zoo.build import build_adapter, model_config
 from zoo.types import InstancePred
 
 NUM_CLASSES = 3
@@ -103,3 +107,107 @@ def test_heads_stage_freezes_the_backbone(adapter):
     assert all(not p.requires_grad for g, ps in groups.items() if g != "heads" for p in ps)
     set_trainable(adapter, "all")
     assert all(p.requires_grad for p in adapter.parameters())
+
+
+# ---------------------------------------------------------------- attributes
+# Non-contiguous source ids, as Fashionpedia numbers them; categories 1 and 2 carry attributes, 3 does not.
+SPACE = AttributeSpace(ids=(3, 7, 20, 61, 294), names=("mini", "knee", "symmetrical", "plain", "zebra"),
+                       labels=(1, 2))
+ATTRIBUTE_ADAPTERS = [name for name in available_adapters() if get_adapter(name).predicts_attributes]
+
+
+def _attribute_batch() -> tuple[list[torch.Tensor], list[dict]]:
+    images, targets = _batch()
+    targets[0]["attributes"] = [[3, 61], [294]]
+    targets[1]["attributes"] = [[]]  # category 3: carries no attributes
+    return images, targets
+
+
+def _build(name: str, overrides: dict | None = None, space: AttributeSpace | None = SPACE):
+    torch.manual_seed(0)
+    cls = get_adapter(name)
+    return build_with_attributes(cls, model_config(name, overrides), NUM_CLASSES, space)
+
+
+@pytest.fixture(params=ATTRIBUTE_ADAPTERS)
+def attribute_adapter(request):
+    return _build(request.param)
+
+
+def test_the_three_families_declare_the_attribute_head():
+    assert {"maskrcnn", "yolact", "unet"} <= set(ATTRIBUTE_ADAPTERS)
+
+
+def test_attribute_loss_is_finite_and_teaches_the_attribute_head(attribute_adapter):
+    name = attribute_adapter.name
+    # The attribute head: parameters of its own, or output layers widened for the attribute maps.
+    without = {n: p.shape for n, p in _build(name, space=None).named_parameters()}
+    images, targets = _attribute_batch()
+    attribute_adapter.train()
+    losses = attribute_adapter(images, targets)
+    assert "loss_attributes" in losses and all(torch.isfinite(v) for v in losses.values()), losses
+    assert float(losses["loss_attributes"].detach()) > 0
+    losses["loss_attributes"].backward()
+    grads = {n: p.grad for n, p in attribute_adapter.named_parameters() if p.grad is not None}
+    head = [n for n in grads if without.get(n) != grads[n].shape]
+    assert head, "the attribute loss reaches no parameter of its own"
+    assert any(grads[n].abs().sum() > 0 for n in head)
+    groups = attribute_adapter.param_groups()
+    assert {id(p) for ps in groups.values() for p in ps} == {id(p) for p in attribute_adapter.parameters()}
+    # Only instances that teach attributes count: with none of them the loss is 0.
+    for t in targets:
+        t["attributes"] = [[] for _ in t["attributes"]]
+    assert float(attribute_adapter(images, targets)["loss_attributes"].detach()) == 0.0
+
+
+def test_attribute_loss_is_finite_for_empty_targets(attribute_adapter):
+    images, targets = _attribute_batch()
+    losses = attribute_adapter(images[2:], targets[2:])
+    assert torch.isfinite(losses["loss_attributes"])
+
+
+def test_attribute_predictions_are_probabilities_and_ids(attribute_adapter):
+    images, _ = _attribute_batch()
+    attribute_adapter.set_attribute_threshold(0.3)
+    for pred in attribute_adapter.predict(images):
+        n = len(pred)
+        assert pred.attribute_probs is not None and pred.attribute_probs.dtype == torch.float32
+        assert pred.attribute_probs.shape == (n, len(SPACE))
+        assert ((pred.attribute_probs >= 0) & (pred.attribute_probs <= 1)).all()
+        assert pred.attributes is not None and len(pred.attributes) == n
+        for ids, probs, label in zip(pred.attributes, pred.attribute_probs, pred.labels.tolist()):
+            expected = [a for a, p in zip(SPACE.ids, probs.tolist()) if p > 0.3] if label in SPACE.labels else []
+            assert ids == expected
+        moved = pred.to("cpu")
+        assert moved.attribute_probs is not None and torch.equal(moved.attribute_probs, pred.attribute_probs)
+    state = attribute_adapter.state_dict()
+    assert float(state["attribute_threshold"]) == pytest.approx(0.3)
+    assert space_from_state(state, dict(zip(SPACE.ids, SPACE.names))) == SPACE
+
+
+def test_attributes_off_builds_the_model_of_before(attribute_adapter):
+    """`model.attributes: off` with a dataset that has attributes: same parameters, same draws."""
+    name = attribute_adapter.name
+    off = _build(name, {"attributes": "off"})
+    plain = _build(name, space=None)
+    assert off.attribute_space is None and off.num_attributes == 0
+    a, b = off.state_dict(), plain.state_dict()
+    assert list(a) == list(b) and all(torch.equal(a[k], b[k]) for k in a)
+    assert len(attribute_adapter.state_dict()) > len(a)
+    images, targets = _attribute_batch()
+    assert "loss_attributes" not in off(images, targets)
+    assert all(p.attributes is None and p.attribute_probs is None for p in off.predict(images))
+
+
+def test_an_attribute_capability_needs_its_config_fields():
+    cls = get_adapter(ATTRIBUTE_ADAPTERS[0])
+
+    @dataclasses.dataclass(frozen=True)
+    class Bare:
+        input_size: int = 64
+        backbone: str = "resnet18"
+        min_size: int = 64
+        max_size: int = 64
+
+    fake = type("Fake", (cls,), {"config_cls": Bare, "input_size_fields": ("input_size",)})
+    assert any("AttributeOptions" in p for p in missing_capabilities(fake))

@@ -141,7 +141,7 @@ def test_embedded_dataset_is_generated_once_under_zoo_home(tmp_path: Path, monke
     monkeypatch.setenv("ZOO_HOME", str(tmp_path / "home"))
     cfg = DataConfig(source=None, synth_n=3, synth_size=64, max_size=64, limit=2)
     ds = open_dataset(cfg)
-    folder = tmp_path / "home" / "synth-n3-s64-seed0-rle1"
+    folder = tmp_path / "home" / "synth-n3-s64-seed0-rle1-attr"
     assert len(ds) == 2 and ds.source.path == folder and (folder / "train.csv").is_file()
     stamp = os.stat(folder / "train.csv").st_mtime_ns
     assert len(open_dataset(cfg)) == 2 and os.stat(folder / "train.csv").st_mtime_ns == stamp

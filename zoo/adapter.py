@@ -7,18 +7,23 @@ An adapter is an ``nn.Module`` so that the harness can wrap it in DDP, checkpoin
 * ``run_model(images)`` then ``postprocess(raw, sizes)`` is ``predict(images)``; the two halves
   are separate so the latency protocol can time the network and the mask pasting apart.
 * ``param_groups()`` names the parameters for staged training (see :data:`GROUP_ORDER`).
+* An adapter that declares ``predicts_attributes`` is built with an
+  :class:`~zoo.attributes.AttributeSpace` (``Adapter(cfg, num_classes, attributes=space)``, see
+  :func:`build_with_attributes`) and then predicts per-instance attribute probabilities.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import inspect
 from abc import ABC, abstractmethod
 from typing import Any, Callable, ClassVar
 
 import torch
 from torch import Tensor, nn
 
+from zoo.attributes import DEFAULT_THRESHOLD, AttributeSpace, decode
 from zoo.types import InstancePred
 
 # Parameter groups in backbone depth order; "heads" is everything that is not backbone.
@@ -52,11 +57,25 @@ class Adapter(nn.Module, ABC):
     # Config fields that fix the side of the network's input; ``zoo compare`` sets every one of
     # them to the shared input size so that all models see the same pixels.
     input_size_fields: ClassVar[tuple[str, ...]] = ()
+    # True: built with an AttributeSpace (and ``model.attributes`` not "off") it predicts attributes;
+    # its config extends zoo.config.AttributeOptions and its __init__ takes ``attributes``.
+    predicts_attributes: ClassVar[bool] = False
 
-    def __init__(self, cfg: Any, num_classes: int) -> None:
+    def __init__(self, cfg: Any, num_classes: int, attributes: AttributeSpace | None = None) -> None:
         super().__init__()
         self.cfg = cfg
         self.num_classes = num_classes
+        on = attributes is not None and len(attributes) > 0 and getattr(cfg, "attributes", "off") != "off"
+        self.attribute_space: AttributeSpace | None = attributes if on else None
+        if self.attribute_space is not None:
+            # Buffers, so that a checkpoint says which attributes its head predicts and at which threshold.
+            space = self.attribute_space
+            carrying = torch.zeros(num_classes + 1, dtype=torch.bool)
+            carrying[list(space.labels)] = True
+            self.register_buffer("attribute_ids", torch.tensor(space.ids, dtype=torch.int64))
+            self.register_buffer("attribute_labels", carrying)
+            threshold = cfg.attribute_threshold if cfg.attribute_threshold is not None else DEFAULT_THRESHOLD
+            self.register_buffer("attribute_threshold", torch.tensor(float(threshold)))
 
     @abstractmethod
     def forward(self, images: list[Tensor], targets: list[dict[str, Any]]) -> dict[str, Tensor]:
@@ -105,6 +124,40 @@ class Adapter(nn.Module, ABC):
         finally:
             self.train(was_training)
 
+    # ------------------------------------------------------------------ attributes
+    @property
+    def num_attributes(self) -> int:
+        """A: the attributes the head predicts (0: no attribute head)."""
+        return len(self.attribute_space) if self.attribute_space is not None else 0
+
+    def attribute_targets(self, labels: Tensor, attribute_lists: list[list[int]]) -> tuple[Tensor, Tensor]:
+        """Multi-hot targets float32 ``[N, A]`` and bool ``[N]``: which instances teach the head
+        (their category carries attributes and they have some), on ``labels``' device."""
+        space = self.attribute_space
+        assert space is not None
+        return space.multi_hot(attribute_lists, labels.device), space.trains_on(labels, attribute_lists)
+
+    def attribute_loss(self, logits: Tensor, targets: Tensor) -> Tensor:
+        """Sigmoid BCE of logits ``[M, A]`` against ``[M, A]``, summed over attributes, averaged over
+        the M instances (Attribute-Mask R-CNN's normalisation), times ``model.attribute_weight``;
+        0 (with a gradient path) when M is 0."""
+        if logits.shape[0] == 0:
+            return logits.sum() * 0.0
+        bce = torch.nn.functional.binary_cross_entropy_with_logits(logits.float(), targets, reduction="sum")
+        return bce / logits.shape[0] * self.cfg.attribute_weight
+
+    def with_attributes(self, pred: InstancePred, probs: Tensor) -> InstancePred:
+        """``pred`` with ``attribute_probs`` float32 ``[N, A]`` and the ids above the threshold."""
+        assert self.attribute_space is not None
+        probs = probs.float()
+        pred.attribute_probs = probs
+        pred.attributes = decode(probs, pred.labels, self.attribute_space, float(self.attribute_threshold))
+        return pred
+
+    def set_attribute_threshold(self, value: float) -> None:
+        """Use ``value`` as the decision threshold from now on (kept in ``state_dict``)."""
+        self.attribute_threshold.fill_(float(value))
+
     def adapt_pretrained(self, state: dict[str, Tensor]) -> dict[str, Tensor]:
         """Rename keys of a foreign state dict (torchvision/timm) to this module's keys.
 
@@ -127,6 +180,15 @@ def register(name: str) -> Callable[[type[Adapter]], type[Adapter]]:
         return cls
 
     return deco
+
+
+def build_with_attributes(cls: type[Adapter], cfg: Any, num_classes: int,
+                          attributes: AttributeSpace | None) -> Adapter:
+    """``cls(cfg, num_classes)``, with its attribute head when ``cls`` declares
+    ``predicts_attributes``, ``attributes`` is given and ``cfg.attributes`` is not "off"."""
+    if attributes is not None and cls.predicts_attributes and getattr(cfg, "attributes", "off") != "off":
+        return cls(cfg, num_classes, attributes=attributes)
+    return cls(cfg, num_classes)
 
 
 def available_adapters() -> list[str]:
@@ -174,6 +236,13 @@ def missing_capabilities(cls: type[Adapter]) -> list[str]:
                  for f in cls.input_size_fields if f not in fields]
     if not isinstance(cls.instance_native, bool):
         problems.append("instance_native must be True or False")
+    if cls.predicts_attributes:
+        missing = [f for f in ("attributes", "attribute_weight", "attribute_threshold") if f not in fields]
+        if missing:
+            problems.append(f"predicts_attributes, but {config_cls.__name__} lacks {', '.join(missing)} "
+                            f"(extend zoo.config.AttributeOptions)")
+        if "attributes" not in inspect.signature(cls.__init__).parameters:
+            problems.append("predicts_attributes, but __init__ takes no `attributes` argument")
     return problems
 
 

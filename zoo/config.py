@@ -26,6 +26,22 @@ class ConfigError(UserError):
 
 
 @dataclass(frozen=True)
+class AttributeOptions:
+    """The attribute head's options, shared by every model's config (each ``config_cls`` extends it).
+
+    ``attributes: auto`` puts a multi-label head on the model when the dataset's categories carry
+    attributes (iMaterialist ClassId suffixes, Fashionpedia ``attribute_ids``); ``off`` builds the
+    model exactly as without attributes (same parameters, same random draws).
+    """
+
+    attributes: Literal["auto", "off"] = "auto"
+    attribute_weight: float = 1.0  # weight of the attribute loss in the summed loss
+    # Probability above which an attribute is predicted; None: chosen on the validation split each
+    # time the run validates (the one maximising mean attribute F1), 0.5 until then.
+    attribute_threshold: float | None = None
+
+
+@dataclass(frozen=True)
 class DataConfig:
     """Where the images come from and at which size they are read."""
 

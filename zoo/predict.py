@@ -1,12 +1,14 @@
 """`zoo predict`: annotate photos that have no labels with a trained run.
 
-For every photo: an overlay PNG (translucent masks, outlines, category and score). Predictions are
+For every photo: an overlay PNG (translucent masks, outlines, category and score, and the names of
+the predicted attributes for a model with an attribute head). Predictions are
 mapped back through the exact resize and padding that made the network input and pasted at the
 photo's own size straight into RLE (:func:`zoo.data.paste.paste_rle`: no full-size mask exists).
 With ``--format coco`` (the default) they are written twice: ``results.json``, a standard COCO
 results list (``image_id``, ``category_id``, compressed-RLE ``segmentation``, ``bbox``, ``score``;
-the image ids are those of ``predictions.json``), and ``predictions.json``, a COCO dataset
-(``images``, ``categories``, scored ``annotations``) that any COCO tool, and ``zoo`` itself, reads
+the image ids are those of ``predictions.json``; ``attribute_ids`` per row for a model that
+predicts attributes), and ``predictions.json``, a COCO dataset (``images``, ``categories``, scored
+``annotations``, and Fashionpedia's ``attributes`` list when there are attributes) that any COCO tool, and ``zoo`` itself, reads
 as an annotated dataset (auto-annotation), and that ``zoo eval --pred`` scores against any ground
 truth with the same file names. With ``--format imaterialist-csv``: ``submission.csv`` in the
 Kaggle 2019 layout (:mod:`zoo.metrics.submission`). Then what was found: ``counts_per_image.csv``,
@@ -37,6 +39,7 @@ from zoo.types import Category, InstancePred
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 FORMATS = ("coco", "imaterialist-csv")
 OVERLAY_MAX_SIDE = 1280  # overlays of large photos are drawn at this longest side
+OVERLAY_ATTRIBUTES = 4  # attribute names written under an instance's label (the rest counted)
 
 
 def find_images(inputs: Sequence[Path]) -> list[tuple[Path, str]]:
@@ -68,7 +71,9 @@ def find_images(inputs: Sequence[Path]) -> list[tuple[Path, str]]:
 class PhotoResult:
     """One annotated photo: ``labels`` 1..C, ``scores``, ``masks`` bool ``[N, h, w]`` at the model's
     resolution (the photo's ``height`` x ``width`` scaled to the run's size, unpadded, for the
-    overlay) and ``rows``, its COCO results at the photo's own size (image id 0 until numbered).
+    overlay), ``attributes`` the predicted attribute names per instance (empty lists for a model
+    without attributes) and ``rows``, its COCO results at the photo's own size (image id 0 until
+    numbered).
     """
 
     path: Path
@@ -79,6 +84,7 @@ class PhotoResult:
     scores: list[float]
     masks: np.ndarray
     rows: list[dict[str, Any]] = field(default_factory=list)
+    attributes: list[list[str]] = field(default_factory=list)
 
 
 @dataclass
@@ -115,13 +121,14 @@ def predict_photo(adapter: Any, path: Path, name: str, spec: Any, device: torch.
     canvas[: pixels.shape[0], : pixels.shape[1]] = pixels  # square mode pads bottom/right, as in training
     image = torch.from_numpy(canvas).permute(2, 0, 1).to(device).float().div_(255.0)
     pred: InstancePred = adapter.predict([image])[0].to("cpu")
-    keep = (pred.scores >= score_threshold).nonzero().flatten().tolist()
-    attributes = [pred.attributes[k] for k in keep] if pred.attributes is not None else None
-    pred = InstancePred(pred.boxes[keep], pred.labels[keep], pred.scores[keep], pred.masks[keep], attributes)
+    pred = pred.select(pred.scores >= score_threshold)
     entry = {"id": 0, "file_name": name, "height": height, "width": width}
     rows = original_results(pred, OriginalImage(entry, [], geometry), label_to_cat)
+    space = getattr(adapter, "attribute_space", None)
+    attribute_names = space.name_of() if space is not None else {}
+    named = [[attribute_names.get(a, str(a)) for a in ids] for ids in (pred.attributes or [[] for _ in range(len(pred))])]
     return PhotoResult(path, name, height, width, pred.labels.tolist(), pred.scores.tolist(),
-                       geometry.unpad(pred.masks).numpy().astype(bool), rows)
+                       geometry.unpad(pred.masks).numpy().astype(bool), rows, named)
 
 
 def category_colors(categories: Sequence[Category]) -> dict[int, tuple[int, int, int]]:
@@ -135,7 +142,8 @@ def category_colors(categories: Sequence[Category]) -> dict[int, tuple[int, int,
 def draw_overlay(photo: Image.Image, result: PhotoResult, names: dict[int, str],
                  colors: dict[int, tuple[int, int, int]]) -> Image.Image:
     """Translucent masks, outlines and ``category score`` labels on the photo (at most
-    :data:`OVERLAY_MAX_SIDE` px on the long side)."""
+    :data:`OVERLAY_MAX_SIDE` px on the long side); below each label, the instance's predicted
+    attribute names (at most :data:`OVERLAY_ATTRIBUTES`)."""
     from scipy.ndimage import binary_erosion
 
     scale = min(1.0, OVERLAY_MAX_SIDE / max(result.height, result.width))
@@ -150,6 +158,7 @@ def draw_overlay(photo: Image.Image, result: PhotoResult, names: dict[int, str],
     masks = masks[order]
     labels = [result.labels[i] for i in order]
     scores = [result.scores[i] for i in order]
+    attributes = [result.attributes[i] if i < len(result.attributes) else [] for i in order]
     for mask, label in zip(masks, labels):
         color = np.asarray(colors[label], dtype=np.float32)
         arr[mask] = 0.55 * arr[mask] + 0.45 * color
@@ -157,10 +166,13 @@ def draw_overlay(photo: Image.Image, result: PhotoResult, names: dict[int, str],
     image = Image.fromarray(arr.clip(0, 255).astype(np.uint8))
     draw = ImageDraw.Draw(image)
     font = ImageFont.load_default(size=max(11, size[0] // 60))
-    for mask, label, score in zip(masks, labels, scores):
+    for mask, label, score, attrs in zip(masks, labels, scores, attributes):
         ys, xs = np.nonzero(mask)
         if xs.size:
             text = f"{names[label]} {score:.2f}"
+            if attrs:
+                more = len(attrs) - OVERLAY_ATTRIBUTES
+                text += "\n" + ", ".join(attrs[:OVERLAY_ATTRIBUTES]) + (f" +{more}" if more > 0 else "")
             box = draw.textbbox((int(xs.min()), int(ys.min())), text, font=font)
             draw.rectangle(box, fill=colors[label])
             draw.text((int(xs.min()), int(ys.min())), text, fill="white", font=font)
@@ -277,9 +289,9 @@ def annotate_photos(run: Any, photos: list[tuple[Path, str]], out: Path, score_t
     device = resolve_device(run.cfg.device)
     adapter = run.adapter.to(device)
     spec = ResizeSpec(run.cfg.data.max_size, run.cfg.data.resize, run.cfg.data.min_size)
-    names = {c.label: c.name for c in run.dataset.categories}
-    colors = category_colors(run.dataset.categories)
-    label_to_cat = {c.label: c.id for c in run.dataset.categories}
+    names = {c.label: c.name for c in run.categories}
+    colors = category_colors(run.categories)
+    label_to_cat = {c.label: c.id for c in run.categories}
     (out / "overlays").mkdir(parents=True, exist_ok=True)
     done = Annotated()
     columns = (TextColumn("[bold]predict[/]"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -317,11 +329,14 @@ def write_predictions(out: Path, done: Annotated, run: Any, score_threshold: flo
         for row in done.rows:
             per_image[row["image_id"]][1].append(row)
         return [write_submission(out / "submission.csv", list(per_image.values()), base=rle_base)]
-    categories = [{"id": c.id, "name": c.name, "supercategory": c.supercategory} for c in run.dataset.categories]
+    categories = [{"id": c.id, "name": c.name, "supercategory": c.supercategory} for c in run.categories]
     (out / "results.json").write_text(json.dumps(done.rows))
-    (out / "predictions.json").write_text(json.dumps(
-        {"info": {"description": f"predictions of {run.path}", "score_threshold": score_threshold},
-         "images": done.images, "categories": categories, "annotations": done.annotations}))
+    dataset = {"info": {"description": f"predictions of {run.path}", "score_threshold": score_threshold},
+               "images": done.images, "categories": categories, "annotations": done.annotations}
+    space = getattr(run.adapter, "attribute_space", None)
+    if space is not None:
+        dataset["attributes"] = [{"id": i, "name": n} for i, n in zip(space.ids, space.names)]
+    (out / "predictions.json").write_text(json.dumps(dataset))
     return [out / "results.json", out / "predictions.json"]
 
 
@@ -346,7 +361,7 @@ def predict_photos(run_dir: Path, inputs: Sequence[Path], *, out: Path, score_th
     written = write_predictions(out, done, run, score_threshold, format, rle_base)
     if done.skipped:
         (out / "skipped.txt").write_text("\n".join(done.skipped) + "\n")
-    names = {c.label: c.name for c in run.dataset.categories}
+    names = {c.label: c.name for c in run.categories}
     cats, instances, co = write_counts(out, done.results, names)
     print_counts(console, cats, instances, co, len(done.results))
     for line in done.skipped:

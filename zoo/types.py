@@ -40,7 +40,10 @@ class InstancePred:
         scores: float32 ``[N]`` in ``[0, 1]``.
         masks: bool ``[N, H, W]`` at the size of the image given to ``predict``.
         attributes: N lists of attribute ids (as the source file numbers them) for a model that
-            predicts attributes; ``None`` for one that does not.
+            predicts attributes (those whose probability is above the model's threshold);
+            ``None`` for one that does not.
+        attribute_probs: float32 ``[N, A]`` probability of each of the model's attributes
+            (column ``j`` is attribute ``adapter.attribute_space.ids[j]``); ``None`` without attributes.
     """
 
     boxes: Tensor
@@ -48,6 +51,7 @@ class InstancePred:
     scores: Tensor
     masks: Tensor
     attributes: list[list[int]] | None = None
+    attribute_probs: Tensor | None = None
 
     def __len__(self) -> int:
         return int(self.labels.numel())
@@ -62,5 +66,16 @@ class InstancePred:
         )
 
     def to(self, device: torch.device | str) -> "InstancePred":
+        probs = self.attribute_probs.to(device) if self.attribute_probs is not None else None
         return InstancePred(*(t.to(device) for t in (self.boxes, self.labels, self.scores, self.masks)),
-                            attributes=self.attributes)
+                            attributes=self.attributes, attribute_probs=probs)
+
+    def select(self, keep: Tensor | list[int]) -> "InstancePred":
+        """The instances at ``keep`` (indices or a bool mask ``[N]``), attributes included."""
+        index = keep if isinstance(keep, Tensor) else torch.tensor(list(keep), dtype=torch.int64)
+        if index.dtype == torch.bool:
+            index = index.nonzero().flatten()
+        rows = index.tolist()
+        return InstancePred(self.boxes[index], self.labels[index], self.scores[index], self.masks[index],
+                            [self.attributes[k] for k in rows] if self.attributes is not None else None,
+                            self.attribute_probs[index] if self.attribute_probs is not None else None)

@@ -18,6 +18,8 @@ from zoo.adapters.yolact.boxes import crop, decode, fast_nms, make_anchors
 from zoo.adapters.yolact.loss import LossSettings, prepare_target, yolact_losses
 from zoo.adapters.yolact.network import FPN, PredictionHead, ProtoNet, RawOutput, build_backbone, init_xavier
 from zoo.adapter import Adapter, register
+from zoo.attributes import PRIOR_LOGIT, AttributeSpace
+from zoo.config import AttributeOptions
 from zoo.errors import UserError
 from zoo.types import InstancePred
 
@@ -29,9 +31,10 @@ PAPER_PYRAMID: dict[str, Any] = {"min_level": 3, "anchor_scales": (24.0, 48.0, 9
 
 
 @dataclass(frozen=True)
-class YolactConfig(LossSettings):
+class YolactConfig(LossSettings, AttributeOptions):
     """Model options. Defaults are the CPU preset; the paper's values are noted where they differ
-    (``configs/yolact-gpu.yaml`` sets them all). The loss options come from :class:`LossSettings`."""
+    (``configs/yolact-gpu.yaml`` sets them all). The loss options come from :class:`LossSettings`,
+    the attribute head's from :class:`~zoo.config.AttributeOptions`."""
 
     backbone: str = "resnet18"  # torchvision ResNet name, or "timm:<name>" [resnet101]
     input_size: int = 128  # square network input [550]
@@ -61,9 +64,10 @@ class YolactAdapter(Adapter):
 
     config_cls = YolactConfig
     input_size_fields = ("input_size",)
+    predicts_attributes = True
 
-    def __init__(self, cfg: YolactConfig, num_classes: int) -> None:
-        super().__init__(cfg, num_classes)
+    def __init__(self, cfg: YolactConfig, num_classes: int, attributes: AttributeSpace | None = None) -> None:
+        super().__init__(cfg, num_classes, attributes)
         if cfg.input_size < 64:
             raise UserError(f"model.input_size: {cfg.input_size} is too small; give at least 64")
         if cfg.min_level not in (2, 3):
@@ -76,10 +80,13 @@ class YolactAdapter(Adapter):
         self.fpn = FPN(self.backbone.out_channels, cfg.fpn_channels, len(cfg.anchor_scales) - backbone_levels)
         self.protonet = ProtoNet(cfg.fpn_channels, cfg.proto_channels, cfg.num_prototypes)
         anchors_per_cell = len(cfg.aspect_ratios) * len(cfg.anchor_octaves)
-        self.head = PredictionHead(cfg.fpn_channels, num_classes + 1, anchors_per_cell, cfg.num_prototypes)
+        self.head = PredictionHead(cfg.fpn_channels, num_classes + 1, anchors_per_cell, cfg.num_prototypes,
+                                   self.num_attributes)
         self.semantic = nn.Conv2d(cfg.fpn_channels, num_classes, 1)
         for part in (self.fpn, self.protonet, self.head, self.semantic):
             init_xavier(part)
+        if self.num_attributes:
+            nn.init.constant_(self.head.attr.bias, PRIOR_LOGIT)
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
         self._anchor_cache: dict[tuple, Tensor] = {}
@@ -125,10 +132,12 @@ class YolactAdapter(Adapter):
             protos=self.protonet(levels[0]),
             anchors=self._anchors(levels),
             semantic=self.semantic(levels[0]) if with_semantic else None,
+            attributes=torch.cat([o[3] for o in outs], dim=1) if self.num_attributes else None,
         )
 
     def forward(self, images: list[Tensor], targets: list[dict[str, Any]]) -> dict[str, Tensor]:
-        """Named losses ``loss_cls``, ``loss_box``, ``loss_mask``, ``loss_semantic`` for a batch.
+        """Named losses ``loss_cls``, ``loss_box``, ``loss_mask``, ``loss_semantic`` (and with
+        attributes ``loss_attributes``) for a batch.
 
         Args:
             images: B float ``[3, H, W]`` in [0, 1]; targets: B target dicts (boxes in pixels of
@@ -138,35 +147,44 @@ class YolactAdapter(Adapter):
         proto_hw = tuple(raw.protos.shape[1:3])
         sem_hw = tuple(raw.semantic.shape[-2:])
         prepared = [prepare_target(t, (int(im.shape[-2]), int(im.shape[-1])), proto_hw, sem_hw,
-                                   self.num_classes, raw.protos.device) for im, t in zip(images, targets)]
-        return yolact_losses(raw, prepared, self.cfg)  # the config is a LossSettings
+                                   self.num_classes, raw.protos.device, self.attribute_space)
+                    for im, t in zip(images, targets)]
+        scorer = self.attribute_loss if self.num_attributes else None
+        return yolact_losses(raw, prepared, self.cfg, scorer)  # the config is a LossSettings
 
     def run_model(self, images: list[Tensor]) -> RawOutput:
         """Network outputs with class probabilities (softmax) in ``logits``' place; see :class:`RawOutput`."""
         raw = self._network(images, with_semantic=False)
         raw.logits = raw.logits.softmax(dim=-1)
+        if raw.attributes is not None:
+            raw.attributes = torch.sigmoid(raw.attributes)
         return raw
 
     # ------------------------------------------------------------------ inference
     def postprocess(self, raw: RawOutput, sizes: list[tuple[int, int]]) -> list[InstancePred]:
         """Decode, Fast NMS, assemble masks, paste at each ``(H, W)`` in ``sizes``."""
         boxes = decode(raw.deltas, raw.anchors)  # [B, A, 4] relative
-        return [self._detect_one(boxes[b], raw.logits[b], raw.coefs[b], raw.protos[b], sizes[b])
-                for b in range(len(sizes))]
+        preds = [self._detect_one(boxes[b], raw.logits[b], raw.coefs[b], raw.protos[b], sizes[b])
+                 for b in range(len(sizes))]
+        if raw.attributes is None:
+            return [pred for pred, _ in preds]
+        return [self.with_attributes(pred, raw.attributes[b][anchors]) for b, (pred, anchors) in enumerate(preds)]
 
     def _detect_one(self, boxes: Tensor, probs: Tensor, coefs: Tensor, protos: Tensor,
-                    size: tuple[int, int]) -> InstancePred:
-        """One image: boxes ``[A, 4]``, probs ``[A, C+1]``, coefs ``[A, k]``, protos ``[hp, wp, k]``."""
+                    size: tuple[int, int]) -> tuple[InstancePred, Tensor]:
+        """One image: boxes ``[A, 4]``, probs ``[A, C+1]``, coefs ``[A, k]``, protos ``[hp, wp, k]``.
+        Returns the prediction and the anchor index ``[N]`` of each detection."""
         cfg = self.cfg
         h, w = size
         fg = probs[:, 1:]
         cand = (fg.max(dim=1).values > cfg.score_threshold).nonzero().squeeze(1)
+        none = cand.new_zeros((0,))
         if cand.numel() == 0:
-            return InstancePred.empty(h, w).to(boxes.device)
+            return InstancePred.empty(h, w).to(boxes.device), none
         keep, classes, scores = fast_nms(boxes[cand], fg[cand].t(), cfg.nms_iou, cfg.nms_top_k,
                                          cfg.score_threshold, cfg.max_detections)
         if keep.numel() == 0:
-            return InstancePred.empty(h, w).to(boxes.device)
+            return InstancePred.empty(h, w).to(boxes.device), none
         det_boxes = boxes[cand[keep]]
         masks = torch.sigmoid(protos @ coefs[cand[keep]].t())  # [hp, wp, D]
         masks = crop(masks, det_boxes).permute(2, 0, 1).contiguous()  # [D, hp, wp]; contiguous for a fast upsample
@@ -178,7 +196,7 @@ class YolactAdapter(Adapter):
             labels=classes + 1,
             scores=scores.float(),
             masks=masks.gt(cfg.mask_threshold),
-        )
+        ), cand[keep]
 
     # ------------------------------------------------------------------ training support
     def param_groups(self) -> dict[str, list[nn.Parameter]]:

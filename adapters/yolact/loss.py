@@ -5,7 +5,10 @@
 * masks: BCE of ``sigmoid(P C^T)`` against the matched ground truth at prototype resolution,
   both cropped to the ground-truth box, each instance divided by its box area, x 6.125, at most
   100 positives per image (a random subset, rescaled to count as all of them);
-* semantic: per-class sigmoid BCE of a 1x1 conv on the finest level, summed over classes, averaged over pixels.
+* semantic: per-class sigmoid BCE of a 1x1 conv on the finest level, summed over classes, averaged over pixels;
+* attributes (with an attribute head): sigmoid BCE of the positive anchors' attribute logits against
+  their matched ground truth's attributes, for ground truth that teaches attributes
+  (:meth:`zoo.adapter.Adapter.attribute_loss`).
 
 Class, box and mask losses are divided by the number of positives in the batch, the semantic loss
 by the batch size, as the reference does.
@@ -14,7 +17,7 @@ by the batch size, as the reference does.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
@@ -22,6 +25,7 @@ from torch import Tensor
 
 from zoo.adapters.yolact.boxes import center_size, crop, match
 from zoo.adapters.yolact.network import RawOutput
+from zoo.attributes import AttributeSpace
 
 
 @dataclass(frozen=True)
@@ -47,16 +51,21 @@ class ImageTarget:
         proto_masks: float ``[N, hp, wp]`` in {0, 1}, at prototype resolution.
         semantic: float ``[C, hf, wf]`` in {0, 1}, union of each class's masks at the finest level's
             resolution.
+        attributes: float ``[N, A]`` multi-hot attributes (None without an attribute head).
+        attribute_teach: bool ``[N]``: the instances that teach attributes (None without a head).
     """
 
     boxes: Tensor
     labels: Tensor
     proto_masks: Tensor
     semantic: Tensor
+    attributes: Tensor | None = None
+    attribute_teach: Tensor | None = None
 
 
 def prepare_target(target: dict[str, Any], size: tuple[int, int], proto_hw: tuple[int, int],
-                   semantic_hw: tuple[int, int], num_classes: int, device: torch.device) -> ImageTarget:
+                   semantic_hw: tuple[int, int], num_classes: int, device: torch.device,
+                   space: AttributeSpace | None = None) -> ImageTarget:
     """Relative boxes and downsampled masks of one image of ``size = (H, W)``, letterboxed as the
     network sees it: the top left of a square of side ``max(H, W)``.
 
@@ -80,7 +89,11 @@ def prepare_target(target: dict[str, Any], size: tuple[int, int], proto_hw: tupl
     # Union of each class's masks: a one-hot sum over instances, capped at 1.
     one_hot = F.one_hot(labels - 1, num_classes).t().to(small.dtype)  # [C, N]
     semantic = (one_hot @ small.flatten(1)).clamp(max=1.0).view(num_classes, *semantic_hw)
-    return ImageTarget(boxes=boxes[keep], labels=labels, proto_masks=proto, semantic=semantic)
+    out = ImageTarget(boxes=boxes[keep], labels=labels, proto_masks=proto, semantic=semantic)
+    if space is not None:
+        attrs = [a for a, k in zip(target.get("attributes") or [[]] * len(keep), keep.tolist()) if k]
+        out.attributes, out.attribute_teach = space.multi_hot(attrs, device), space.trains_on(labels, attrs)
+    return out
 
 
 def ohem_negatives(background_loss: Tensor, conf_t: Tensor, negpos_ratio: int = 3) -> Tensor:
@@ -102,8 +115,11 @@ def ohem_negatives(background_loss: Tensor, conf_t: Tensor, negpos_ratio: int = 
     return (rank < num_neg) & (conf_t == 0)
 
 
-def yolact_losses(raw: RawOutput, targets: list[ImageTarget], settings: LossSettings) -> dict[str, Tensor]:
-    """The four named losses of a batch (see the module docstring). Finite for empty targets."""
+def yolact_losses(raw: RawOutput, targets: list[ImageTarget], settings: LossSettings,
+                  attribute_loss: Callable[[Tensor, Tensor], Tensor] | None = None) -> dict[str, Tensor]:
+    """The four named losses of a batch (see the module docstring), and ``loss_attributes`` when
+    ``raw.attributes`` is set (``attribute_loss(logits [M, A], targets [M, A])`` scores it).
+    Finite for empty targets."""
     matched = [match(t.boxes, t.labels, raw.anchors, settings.pos_iou, settings.neg_iou) for t in targets]
     conf_t = torch.stack([m[0] for m in matched])  # [B, A]
     idx_t = torch.stack([m[1] for m in matched])
@@ -127,8 +143,28 @@ def yolact_losses(raw: RawOutput, targets: list[ImageTarget], settings: LossSett
     sem_t = torch.stack([t.semantic for t in targets])
     loss_sem = F.binary_cross_entropy_with_logits(sem, sem_t, reduction="sum") / (sem.shape[-1] * sem.shape[-2])
     loss_sem = loss_sem * settings.semantic_weight / len(targets)
-    return {"loss_cls": loss_cls / num_pos, "loss_box": loss_box / num_pos,
-            "loss_mask": loss_mask / num_pos, "loss_semantic": loss_sem}
+    losses = {"loss_cls": loss_cls / num_pos, "loss_box": loss_box / num_pos,
+              "loss_mask": loss_mask / num_pos, "loss_semantic": loss_sem}
+    if raw.attributes is not None and attribute_loss is not None:
+        losses["loss_attributes"] = attribute_loss(*positive_attributes(raw.attributes, pos, idx_t, targets))
+    return losses
+
+
+def positive_attributes(logits: Tensor, pos: Tensor, idx_t: Tensor, targets: list[ImageTarget]) -> tuple[Tensor, Tensor]:
+    """Attribute logits ``[M, A]`` of the positive anchors whose matched ground truth teaches
+    attributes, and those attributes ``[M, A]``.
+
+    Args:
+        logits: ``[B, anchors, A]``; pos: bool ``[B, anchors]``; idx_t: matched ground truth ``[B, anchors]``.
+    """
+    chosen, wanted = [], []
+    for b, target in enumerate(targets):
+        anchors = pos[b].nonzero().squeeze(1)
+        gt = idx_t[b][anchors]
+        teach = target.attribute_teach[gt]
+        chosen.append(logits[b][anchors[teach]])
+        wanted.append(target.attributes[gt[teach]])
+    return torch.cat(chosen), torch.cat(wanted)
 
 
 def instance_mask_loss(protos: Tensor, coefs: Tensor, pos: Tensor, idx_t: Tensor, target: ImageTarget,

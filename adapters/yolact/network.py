@@ -4,7 +4,7 @@ Layer shapes follow the reference implementation (``yolact_base_config``): an FP
 laterals, 3x3 outputs (ReLU) and stride-2 3x3 convs for the levels above C5; a protonet of three
 3x3 convs, a bilinear x2 upsample, one 3x3 conv and a 1x1 conv to ``k`` prototypes (ReLU); one
 head shared by all levels with a 3x3 conv and parallel 3x3 convs for boxes, classes and tanh mask
-coefficients; a 1x1 semantic-segmentation conv used only by the training loss. The protonet and
+coefficients (and, with attributes, attribute logits per anchor); a 1x1 semantic-segmentation conv used only by the training loss. The protonet and
 the semantic conv read the finest level: P3 in the paper (P3-P7), P2 when the pyramid starts at
 stride 4 (``min_level=2``: P2-P6, as the FPN of Mask R-CNN) for small objects at small inputs.
 """
@@ -152,25 +152,33 @@ class ProtoNet(nn.Module):
 
 
 class PredictionHead(nn.Module):
-    """One head for every level: per location and anchor, box deltas, class logits, mask coefficients."""
+    """One head for every level: per location and anchor, box deltas, class logits, mask coefficients,
+    and with ``num_attributes`` > 0 attribute logits."""
 
-    def __init__(self, channels: int, num_classes: int, num_anchors: int, num_prototypes: int) -> None:
+    def __init__(self, channels: int, num_classes: int, num_anchors: int, num_prototypes: int,
+                 num_attributes: int = 0) -> None:
         super().__init__()
         self.num_classes = num_classes  # including background
         self.num_prototypes = num_prototypes
+        self.num_attributes = num_attributes
         self.upfeature = nn.Sequential(nn.Conv2d(channels, channels, 3, padding=1), nn.ReLU(inplace=True))
         self.box = nn.Conv2d(channels, 4 * num_anchors, 3, padding=1)
         self.cls = nn.Conv2d(channels, num_classes * num_anchors, 3, padding=1)
         self.coef = nn.Conv2d(channels, num_prototypes * num_anchors, 3, padding=1)
+        if num_attributes:  # created only with attributes, so a model without them draws as before
+            self.attr = nn.Conv2d(channels, num_attributes * num_anchors, 3, padding=1)
 
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """``[B, c, h, w]`` -> deltas ``[B, h*w*a, 4]``, logits ``[B, h*w*a, C+1]``, coefficients ``[B, h*w*a, k]``."""
+    def forward(self, x: Tensor) -> tuple[Tensor, ...]:
+        """``[B, c, h, w]`` -> deltas ``[B, h*w*a, 4]``, logits ``[B, h*w*a, C+1]``, coefficients
+        ``[B, h*w*a, k]`` (and with attributes their logits ``[B, h*w*a, A]``)."""
         x = self.upfeature(x)
         b = x.shape[0]
         deltas = self.box(x).permute(0, 2, 3, 1).reshape(b, -1, 4)
         logits = self.cls(x).permute(0, 2, 3, 1).reshape(b, -1, self.num_classes)
         coefs = torch.tanh(self.coef(x).permute(0, 2, 3, 1).reshape(b, -1, self.num_prototypes))
-        return deltas, logits, coefs
+        if not self.num_attributes:
+            return deltas, logits, coefs
+        return deltas, logits, coefs, self.attr(x).permute(0, 2, 3, 1).reshape(b, -1, self.num_attributes)
 
 
 @dataclass
@@ -184,6 +192,8 @@ class RawOutput:
         protos: ``[B, hp, wp, k]`` prototypes (``hp = 2 *`` the finest level's height).
         anchors: ``[A, 4]`` centre form, relative.
         semantic: ``[B, C, hf, wf]`` semantic logits on the finest level (training only, else None).
+        attributes: ``[B, A, n_attr]`` attribute logits per anchor (``run_model``: probabilities);
+            None without attributes.
     """
 
     deltas: Tensor
@@ -192,6 +202,7 @@ class RawOutput:
     protos: Tensor
     anchors: Tensor
     semantic: Tensor | None = None
+    attributes: Tensor | None = None
 
 
 def init_xavier(module: nn.Module) -> None:

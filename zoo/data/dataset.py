@@ -118,8 +118,9 @@ def synthetic_dataset_path(n: int, size: int, seed: int = 0) -> Path:
     """
     from zoo.data.synth import write_synthetic
 
-    # "-rle1": written with 1-based EncodedPixels starts (a folder from before that is not reused).
-    target = zoo_home() / f"synth-n{n}-s{size}-seed{seed}-rle1"
+    # "-rle1": written with 1-based EncodedPixels starts; "-attr": every garment keeps its attributes
+    # (a folder from before either is not reused).
+    target = zoo_home() / f"synth-n{n}-s{size}-seed{seed}-rle1-attr"
     if (target / "train.csv").is_file():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -139,7 +140,7 @@ def open_dataset(cfg: DataConfig) -> InstanceDataset:
     """The dataset ``cfg`` describes, read at ``cfg.max_size`` (see :class:`ResizeSpec`).
 
     ``cfg.cache`` (a ``zoo data prepare`` folder) wins over ``cfg.source``; ``source=None`` is the
-    embedded synthetic dataset (``$ZOO_HOME/synth-n{n}-s{size}-seed0-rle1``). ``cfg.limit`` keeps the
+    embedded synthetic dataset (``$ZOO_HOME/synth-n{n}-s{size}-seed0-rle1-attr``). ``cfg.limit`` keeps the
     first N images.
     """
     if cfg.resize not in ("max_side", "square"):

@@ -19,6 +19,11 @@ def compute_stats(source: Source) -> dict[str, Any]:
     instances = Counter(inst.category_id for r in source.records for inst in r.instances)
     images_with = Counter(cid for r in source.records for cid in {inst.category_id for inst in r.instances})
     with_attributes = sum(bool(inst.attributes) for r in source.records for inst in r.instances)
+    attributes: dict[int, Counter] = {}
+    for r in source.records:
+        for inst in r.instances:
+            if inst.attributes:
+                attributes.setdefault(inst.category_id, Counter()).update(int(a) for a in inst.attributes)
     sizes = np.array([(r.height, r.width) for r in source.records], dtype=np.int64).reshape(-1, 2)
     known = {c.id for c in source.categories}
     return {
@@ -28,6 +33,10 @@ def compute_stats(source: Source) -> dict[str, Any]:
         "masks_per_image_mean": float(per_image.mean()) if per_image.size else 0.0,
         "masks_per_image_max": int(per_image.max()) if per_image.size else 0,
         "with_attributes": with_attributes,
+        # category id -> {attribute id: instances of the category that have it}, most frequent first
+        "attributes_per_category": {cid: dict(counts.most_common()) for cid, counts in sorted(attributes.items())},
+        "attributed_per_category": Counter(inst.category_id for r in source.records for inst in r.instances
+                                           if inst.attributes),
         "per_category": {c.id: instances.get(c.id, 0) for c in source.categories},
         "images_per_category": {c.id: images_with.get(c.id, 0) for c in source.categories},
         "unknown_categories": {k: v for k, v in instances.items() if k not in known},
@@ -70,6 +79,22 @@ def _category_table(stats: dict[str, Any], source: Source) -> Table:
         n = stats["per_category"][c.id]
         table.add_row(str(c.label), str(c.id), c.name, c.supercategory, str(n),
                       str(stats["images_per_category"][c.id]), f"{100 * n / total:.1f}%")
+    return table
+
+
+def _attribute_table(stats: dict[str, Any], source: Source, top: int = 8) -> Table:
+    """Per category that carries attributes: its attributed instances and its ``top`` most
+    frequent attributes with their share of those instances."""
+    table = Table(title="attributes per category (share of the category's attributed instances)")
+    for col, justify in (("id", "right"), ("name", "left"), ("with attributes", "right"),
+                         ("distinct", "right"), (f"most frequent (top {top})", "left")):
+        table.add_column(col, justify=justify)
+    names = {c.id: c.name for c in source.categories}
+    per_cat = stats["attributes_per_category"]
+    for cid in sorted(per_cat, key=lambda c: -stats["attributed_per_category"][c]):
+        n = stats["attributed_per_category"][cid]
+        freq = ", ".join(f"{source.attributes.get(a, a)} {100 * k / n:.0f}%" for a, k in list(per_cat[cid].items())[:top])
+        table.add_row(str(cid), names.get(cid, "?"), str(n), str(len(per_cat[cid])), freq)
     return table
 
 
@@ -124,6 +149,8 @@ def dataset_stats(data: str | Path, *, out_dir: str | Path | None = None, images
     stats = compute_stats(source)
     console.print(_summary_table(stats, source))
     console.print(_category_table(stats, source))
+    if stats["attributes_per_category"]:
+        console.print(_attribute_table(stats, source))
     if out_dir is not None:
         for path in write_charts(stats, source, Path(out_dir)):
             console.print(f"wrote {path}")

@@ -1,6 +1,14 @@
 """Person-like figures for the synthetic dataset: a body drawn from polygons and ellipses, dressed
 in garments whose shape tells their category (and some attributes) apart.
 
+Every garment of an attribute-carrying category (shirt, t-shirt, pants, skirt, dress) is annotated
+with the iMaterialist 2019 attributes that its drawing shows: the textile pattern (plain, stripe,
+check, dot; the noisy fabric has none), the length of skirts and dresses (mini, knee, maxi: where
+the hem is drawn), bell-bottom or straight pants (the width at the ankle), single-breasted
+shirts (the buttons), and the constant silhouettes (a-line skirts, symmetrical t-shirts). The
+iMaterialist 2019 vocabulary has no sleeve-length or neckline-type attribute, so the sleeves and
+V or round necklines drawn are told apart by category and shape only.
+
 A figure is a list of :class:`Layer` objects in drawing order. A layer is a union of primitives
 painted with one :class:`Paint`; annotated layers carry an iMaterialist category id. Parts
 (sleeve, pocket, neckline) name their garment as ``parent``: a layer hides what was drawn before
@@ -164,7 +172,8 @@ def bottom_garment(body: Body, rng: np.random.Generator) -> list[Layer]:
             attrs = [BELL_BOTTOM if bell else STRAIGHT]
     if paint.pattern in PATTERN_ATTRIBUTE:
         attrs.append(PATTERN_ATTRIBUTE[paint.pattern])
-    garment = Layer(shape, paint, category, tuple(sorted(attrs)) if rng.random() < 0.7 else ())
+    rng.random()  # drawn as it always was, so the images stay the same; every garment keeps its attributes
+    garment = Layer(shape, paint, category, tuple(sorted(attrs)))
     layers = [garment]
     if category in (PANTS, SHORTS) and rng.random() < 0.4:
         side = float(rng.choice([-1.0, 1.0]))
@@ -198,7 +207,8 @@ def top_garment(body: Body, rng: np.random.Generator, skin: tuple[int, int, int]
     if paint.pattern in PATTERN_ATTRIBUTE:
         attrs.append(PATTERN_ATTRIBUTE[paint.pattern])
     sleeves = [body.arm(side, sleeve_t, extra=0.012) for side in (0, 1)] if sleeve_t > 0 else []
-    garment = Layer(shapes + sleeves, paint, category, tuple(sorted(attrs)) if rng.random() < 0.7 else ())
+    rng.random()  # as in bottom_garment: the draw stays, the attributes are never dropped
+    garment = Layer(shapes + sleeves, paint, category, tuple(sorted(attrs)))
     layers = [garment]
     # Sleeves share the garment's fabric: the model must tell them apart by where they are.
     layers += [Layer([sleeve], paint, SLEEVE, parent=garment) for sleeve in sleeves]

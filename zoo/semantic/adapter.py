@@ -5,6 +5,11 @@ A subclass supplies its network (:meth:`SemanticAdapter.build_network`) and its 
 everything else is shared here: input sizing, multi-label targets, the BCE + Dice loss, and
 ``postprocess`` turning the maps into instances so that the shared evaluator scores a semantic
 model with the same mask AP as the instance models.
+
+Attributes: a subclass that declares ``predicts_attributes`` builds ``self.num_outputs`` channels
+(the C category maps, then one map per attribute). The attribute maps learn, by sigmoid BCE, the
+attributes of the garment under each pixel, on the pixels of garments that teach attributes; an
+instance's attribute probabilities are the mean of those maps over its connected component.
 """
 
 from __future__ import annotations
@@ -18,10 +23,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from zoo.adapter import Adapter
+from zoo.attributes import PRIOR_LOGIT, AttributeSpace
+from zoo.config import AttributeOptions
 from zoo.errors import UserError
 from zoo.semantic.batching import network_batch
-from zoo.semantic.instances import probs_to_instances
-from zoo.semantic.targets import BceDiceLoss, multilabel_targets
+from zoo.semantic.instances import component_attributes, probs_to_instances
+from zoo.semantic.targets import BceDiceLoss, attribute_maps, multilabel_targets
 from zoo.types import InstancePred
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -29,7 +36,7 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 @dataclass(frozen=True)
-class SemanticConfig:
+class SemanticConfig(AttributeOptions):
     """Options every semantic model shares; a model's own config dataclass extends this one."""
 
     input_size: int | None = None  # longest side fed to the network (None: the size given)
@@ -50,10 +57,12 @@ class SemanticRaw:
     Attributes:
         probs: float32 ``[B, C, Hp, Wp]`` sigmoid probabilities of the padded batch.
         valid: per image, the ``(h, w)`` of its resized, unpadded region inside ``probs``.
+        attributes: float32 ``[B, A, Hp, Wp]`` attribute probabilities (None without attributes).
     """
 
     probs: Tensor
     valid: list[tuple[int, int]]
+    attributes: Tensor | None = None
 
 
 class SemanticAdapter(Adapter):
@@ -69,8 +78,8 @@ class SemanticAdapter(Adapter):
     backbone_option = None  # a subclass whose config names its backbone declares that field
     input_size_fields = ("input_size",)
 
-    def __init__(self, cfg: SemanticConfig, num_classes: int) -> None:
-        super().__init__(cfg, num_classes)
+    def __init__(self, cfg: SemanticConfig, num_classes: int, attributes: AttributeSpace | None = None) -> None:
+        super().__init__(cfg, num_classes, attributes if self.predicts_attributes else None)
         if cfg.bce_weight < 0 or cfg.dice_weight < 0 or cfg.bce_weight + cfg.dice_weight == 0:
             raise UserError("model.bce_weight/model.dice_weight: need non-negative weights, at least one > 0")
         self.net = self.build_network()
@@ -83,18 +92,30 @@ class SemanticAdapter(Adapter):
                 m.register_forward_pre_hook(_single_value_norm_to_eval)
                 m.register_forward_hook(_single_value_norm_back)
 
+    @property
+    def num_outputs(self) -> int:
+        """Channels of the network: C category maps, then A attribute maps (A is 0 without attributes)."""
+        return self.num_classes + self.num_attributes
+
     @abstractmethod
     def build_network(self) -> nn.Module:
         """The network (stored as ``self.net``): normalised float32 ``[B, 3, H, W]`` -> logits
-        ``[B, C, H', W']`` with ``C = self.num_classes``; logits at another size than the input
-        are resized to it (bilinear). ``self.cfg`` and ``self.num_classes`` are set."""
+        ``[B, C, H', W']`` with ``C = self.num_classes`` (``self.num_outputs`` for an adapter that
+        declares ``predicts_attributes``); logits at another size than the input are resized to
+        it (bilinear). ``self.cfg``, ``self.num_classes`` and ``self.attribute_space`` are set."""
+
+    def init_attribute_bias(self, conv: nn.Conv2d) -> None:
+        """Start the attribute maps of the output ``conv`` at the prior probability (small loss)."""
+        if self.num_attributes and conv.bias is not None:
+            with torch.no_grad():
+                conv.bias[self.num_classes:] = PRIOR_LOGIT
 
     def input_multiple(self) -> int:
         """Input sides are zero-padded to a multiple of this (the network's total stride); 1: any size."""
         return 1
 
     def logits(self, batch: Tensor) -> Tensor:
-        """float32 logits ``[B, C, Hp, Wp]`` of a padded batch ``[B, 3, Hp, Wp]``."""
+        """float32 logits ``[B, C (+ A), Hp, Wp]`` of a padded batch ``[B, 3, Hp, Wp]``."""
         out = self.net(batch).float()
         if out.shape[-2:] != batch.shape[-2:]:
             out = F.interpolate(out, size=batch.shape[-2:], mode="bilinear", align_corners=False)
@@ -106,22 +127,39 @@ class SemanticAdapter(Adapter):
         return multilabel_targets(targets, self.num_classes, valid, padded, self.mean.device)
 
     def forward(self, images: list[Tensor], targets: list[dict[str, Any]]) -> dict[str, Tensor]:
-        """Losses ``{"loss_bce", "loss_dice"}`` (weighted) for B images and their targets."""
+        """Losses ``{"loss_bce", "loss_dice"}`` (weighted; with attributes also ``loss_attributes``)
+        for B images and their targets."""
         batch, valid = network_batch(images, self.mean, self.std, self.cfg.input_size, self.multiple)
         logits = self.logits(batch)
-        return self.loss(logits, self.target_maps(targets, valid, tuple(batch.shape[-2:])))
+        padded = tuple(batch.shape[-2:])
+        c = self.num_classes
+        losses = self.loss(logits[:, :c], self.target_maps(targets, valid, padded))
+        if self.attribute_space is not None:
+            wanted, teach = attribute_maps(targets, self.attribute_space, valid, padded, self.mean.device)
+            pixels = logits[:, c:].permute(0, 2, 3, 1)[teach]  # [M, A]: the pixels of teaching garments
+            losses["loss_attributes"] = self.attribute_loss(pixels, wanted.permute(0, 2, 3, 1)[teach])
+        return losses
 
     def run_model(self, images: list[Tensor]) -> SemanticRaw:
         """Sigmoid probabilities of the padded batch (see :class:`SemanticRaw`)."""
         batch, valid = network_batch(images, self.mean, self.std, self.cfg.input_size, self.multiple)
-        return SemanticRaw(probs=torch.sigmoid(self.logits(batch)), valid=valid)
+        probs = torch.sigmoid(self.logits(batch))
+        c = self.num_classes
+        if self.attribute_space is None:
+            return SemanticRaw(probs=probs, valid=valid)
+        return SemanticRaw(probs=probs[:, :c], valid=valid, attributes=probs[:, c:])
 
     def postprocess(self, raw: SemanticRaw, sizes: list[tuple[int, int]]) -> list[InstancePred]:
-        """Instances per image: masks bool ``[N, H, W]`` at each ``(H, W)`` in ``sizes``."""
+        """Instances per image: masks bool ``[N, H, W]`` at each ``(H, W)`` in ``sizes``; with
+        attributes, each instance's mean attribute probabilities over its component."""
         cfg = self.cfg
-        return [probs_to_instances(probs[:, :h, :w], size, threshold=cfg.mask_threshold, min_area=cfg.min_area,
-                                   opening=cfg.opening, max_instances=cfg.max_instances)
-                for probs, (h, w), size in zip(raw.probs, raw.valid, sizes)]
+        preds = [probs_to_instances(probs[:, :h, :w], size, threshold=cfg.mask_threshold, min_area=cfg.min_area,
+                                    opening=cfg.opening, max_instances=cfg.max_instances)
+                 for probs, (h, w), size in zip(raw.probs, raw.valid, sizes)]
+        if raw.attributes is None:
+            return preds
+        return [self.with_attributes(pred, component_attributes(pred.masks, maps[:, :h, :w]))
+                for pred, maps, (h, w) in zip(preds, raw.attributes, raw.valid)]
 
     def train(self, mode: bool = True) -> "SemanticAdapter":
         """Train mode, except batch norms whose weights are frozen keep their running statistics.

@@ -45,6 +45,23 @@ def components(prob: np.ndarray, *, threshold: float, min_area: int, opening: in
     return [(float(scores[k]), comp == ids[k]) for k in range(n) if areas[k] >= min_area]
 
 
+def component_attributes(masks: Tensor, attribute_probs: Tensor) -> Tensor:
+    """Mean attribute probabilities ``[N, A]`` over each instance's pixels.
+
+    Args:
+        masks: bool ``[N, H, W]`` at the output size.
+        attribute_probs: float32 ``[A, h, w]`` at the network's resolution.
+    The masks are area-resampled to ``(h, w)`` (the share of each network pixel a component
+    covers), so the mean is over the same pixels at either size without resizing the A maps.
+    """
+    a, h, w = attribute_probs.shape
+    if masks.shape[0] == 0:
+        return attribute_probs.new_zeros((0, a))
+    weights = F.interpolate(masks[None].float().to(attribute_probs.device), size=(h, w), mode="area")[0]
+    weights = weights.flatten(1)  # [N, h*w]
+    return (weights @ attribute_probs.reshape(a, -1).t()) / weights.sum(1, keepdim=True).clamp(min=1e-6)
+
+
 def probs_to_instances(probs: Tensor, size: tuple[int, int], *, threshold: float = 0.5, min_area: int = 16,
                        opening: int = 0, max_instances: int = 100) -> InstancePred:
     """Instances of one image's sigmoid probabilities ``probs`` float32 ``[C, h, w]``, at ``size`` ``(H, W)``.

@@ -38,6 +38,27 @@ def multilabel_targets(targets: list[dict[str, Any]], num_classes: int, valid: l
     return out
 
 
+def attribute_maps(targets: list[dict[str, Any]], space: Any, valid: list[tuple[int, int]],
+                   padded: tuple[int, int], device: torch.device) -> tuple[Tensor, Tensor]:
+    """Per-pixel attribute targets float32 ``[B, A, Hp, Wp]`` (the attributes of the garments under
+    each pixel) and bool ``[B, Hp, Wp]``: the pixels of garments that teach attributes
+    (:meth:`zoo.attributes.AttributeSpace.trains_on`); masks resized as in :func:`multilabel_targets`."""
+    maps = torch.zeros((len(targets), len(space), *padded), device=device)
+    teach = torch.zeros((len(targets), *padded), dtype=torch.bool, device=device)
+    for i, (t, (h, w)) in enumerate(zip(targets, valid)):
+        masks = torch.as_tensor(t["masks"]).to(device)
+        labels = torch.as_tensor(t["labels"]).to(device).long()
+        attrs = t.get("attributes") or [[] for _ in range(masks.shape[0])]
+        chosen = space.trains_on(labels, attrs)
+        if not bool(chosen.any()):
+            continue
+        m = F.interpolate(masks[chosen][None].float(), size=(h, w), mode="nearest")[0].flatten(1)  # [n, h*w]
+        hot = space.multi_hot([a for a, c in zip(attrs, chosen.tolist()) if c], device)  # [n, A]
+        maps[i, :, :h, :w] = (hot.T @ m).clamp(max=1).view(-1, h, w)
+        teach[i, :h, :w] = (m.sum(0) > 0).view(h, w)
+    return maps, teach
+
+
 class BceDiceLoss(nn.Module):
     """Weighted BCE and Dice (``smp.losses``) of multi-label logits; a weight of 0 leaves a term out.
 

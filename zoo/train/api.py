@@ -11,7 +11,8 @@ from typing import Any
 
 import torch
 
-from zoo.adapter import get_adapter
+from zoo.adapter import build_with_attributes, get_adapter
+from zoo.attributes import attribute_space
 from zoo.config import (ConfigError, TrainConfig, apply_override, dump_yaml, load_yaml,
                         train_config_from_dict)
 from zoo.device import resolve_device
@@ -94,7 +95,8 @@ def train(cfg: TrainConfig, out: Path | str, resume: bool = False, on_step: Step
         torch.set_num_threads(cfg.threads)
     seed_everything(cfg.seed)
     dataset, split = _prepare_run(cfg, dist)
-    adapter = get_adapter(cfg.adapter)(cfg.model, len(dataset.categories)).to(device)
+    adapter = build_with_attributes(get_adapter(cfg.adapter), cfg.model, len(dataset.categories),
+                                    attribute_space(dataset)).to(device)
     trainer = Trainer(cfg, adapter, dataset, split, out, device, dist, on_step)
     if resume:
         _resume(trainer, out, device, dist)

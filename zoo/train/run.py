@@ -7,7 +7,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from zoo.adapter import Adapter, get_adapter
+from zoo.adapter import Adapter, build_with_attributes, get_adapter
+from zoo.attributes import space_from_state
 from zoo.config import TrainConfig, load_yaml, train_config_from_dict
 from zoo.errors import UserError
 from zoo.train.checkpoint import model_state_from_file
@@ -51,8 +52,10 @@ def load_run(run_dir: Path | str, which: str = "best", data: str | None = None) 
     if not ckpt.is_file():
         raise UserError(f"{run_dir}: no checkpoint in checkpoints/")
     dataset = open_dataset(cfg.data)
-    adapter = get_adapter(cfg.adapter)(cfg.model, len(dataset.categories))
-    adapter.load_state_dict(model_state_from_file(ckpt))
+    state = model_state_from_file(ckpt)
+    space = space_from_state(state, dataset.source.attributes)  # the attributes the weights predict
+    adapter = build_with_attributes(get_adapter(cfg.adapter), cfg.model, len(dataset.categories), space)
+    adapter.load_state_dict(state)
     adapter.eval()
     split_path = run_dir / "split.json"
     split = json.loads(split_path.read_text()) if split_path.exists() else {"train": [], "val": list(range(len(dataset)))}

@@ -1,4 +1,5 @@
-"""Per-epoch validation: validation loss (the source study's model choice) and mask AP."""
+"""Per-epoch validation: validation loss (the source study's model choice), mask AP and, for a
+model with an attribute head, its decision threshold (chosen on the validation images)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from typing import Any
 import torch
 
 from zoo.adapter import Adapter
+from zoo.attributes import best_threshold, matched_attributes
 from zoo.config import TrainConfig
 from zoo.train import distributed as D
 from zoo.train.frozen import train_mode
@@ -30,6 +32,27 @@ def validation_loss(adapter: Adapter, dataset: Any, indices: list[int], batch_si
     return total / batches
 
 
+def choose_attribute_threshold(adapter: Adapter, dataset: Any, indices: list[int], batch_size: int,
+                               device: torch.device) -> dict[str, float]:
+    """Set the adapter's attribute threshold to the one maximising mean attribute F1 on the
+    ground-truth instances of ``indices`` that its predictions match (mask IoU >= 0.5, same
+    category); returns ``attr_threshold`` and that ``attr_F1`` (empty when the model has no
+    attribute head, its config fixes the threshold, or nothing matched: the threshold stays)."""
+    if adapter.attribute_space is None or adapter.cfg.attribute_threshold is not None or not indices:
+        return {}
+    preds, targets = [], []
+    for start in range(0, len(indices), batch_size):
+        batch = [dataset[i] for i in indices[start:start + batch_size]]
+        preds += [p.to("cpu") for p in adapter.predict([to_model_input(im).to(device) for im, _ in batch])]
+        targets += [t for _, t in batch]
+    probs, truth, _ = matched_attributes(preds, targets, adapter.attribute_space)
+    if probs.shape[0] == 0:
+        return {}
+    threshold, f1 = best_threshold(probs, truth)
+    adapter.set_attribute_threshold(threshold)
+    return {"attr_threshold": threshold, "attr_F1": f1}
+
+
 def validate(adapter: Adapter, dataset: Any, val_indices: list[int], cfg: TrainConfig,
              device: torch.device, dist: D.DistInfo) -> dict[str, Any]:
     """Rank 0 scores the first ``cfg.eval_limit`` validation images; other ranks wait.
@@ -49,6 +72,7 @@ def validate(adapter: Adapter, dataset: Any, val_indices: list[int], cfg: TrainC
                 result["segm_AP"] = metrics["segm"]["AP"]
                 result["segm_AP50"] = metrics["segm"]["AP50"]
                 result["bbox_AP"] = metrics["bbox"]["AP"]
+                result.update(choose_attribute_threshold(adapter, dataset, indices, cfg.batch_size, device))
         train_mode(adapter)
     D.barrier(dist)
     return result
