@@ -24,7 +24,8 @@ import numpy as np
 from pycocotools import mask as mask_utils
 
 from zoo.errors import DataError
-from zoo.metrics.attribute_ap import (IOU_THRS, MAX_DETS, accumulate_category, match_in_chunks, summarize)
+from zoo.metrics.attribute_ap import (IOU_THRS, MAX_DETS, accumulate_category, match_in_chunks, summarize,
+                                      summary_value)
 from zoo.metrics.coco import prepare_gt
 from zoo.metrics.original import rle_of
 
@@ -82,9 +83,9 @@ def attribute_list(gt: dict[str, Any], results: Sequence[dict[str, Any]]) -> dic
 def multi_hot(rows: Sequence[dict[str, Any]], column: dict[int, int]) -> np.ndarray:
     """Float32 ``[len(rows) + 1, N]`` multi-hot attribute vectors; the last row is all zeros (padding)."""
     out = np.zeros((len(rows) + 1, len(column)), dtype=np.float32)
-    for i, r in enumerate(rows):
-        for a in r.get("attribute_ids") or []:
-            out[i, column[int(a)]] = 1.0
+    pairs = [(i, column[int(a)]) for i, r in enumerate(rows) for a in r.get("attribute_ids") or []]
+    if pairs:
+        out[tuple(np.array(pairs).T)] = 1.0
     return out
 
 
@@ -281,10 +282,9 @@ def evaluate_attributes(gt: dict[str, Any], results: Sequence[dict[str, Any]]) -
     out["per_category"] = {}
     for k, cid in enumerate(cat_ids):
         row: dict[str, Any] = {"id": cid, "with_f1": bool(with_f1[k])}
-        for variant in VARIANTS:
-            row[variant] = (summarize(precision, recall, with_f1, groups, use_f1=variant != "iou",
-                                      use_iou=variant != "f1", cat=k)["AP"]
-                            if with_f1[k] or variant == "iou" else None)
+        for variant in VARIANTS:  # FPEval's per-class "AP" of each variant
+            row[variant] = (summary_value(precision, with_f1, [k], recall=False, use_f1=variant != "iou",
+                                          use_iou=variant != "f1") if with_f1[k] or variant == "iou" else None)
         out["per_category"][cat_names[cid]] = row
     out["per_attribute"] = per_attribute(cells, matches, with_f1, gt_rows, names, det_hot, gt_hot)
     f1s = [r["f1"] for r in out["per_attribute"].values() if r["n_matched"] > 0]
