@@ -11,6 +11,10 @@ ground-truth object is large, or a category's AP when it has no ground truth)::
      "semantic": {"mIoU", "pixel_acc", "score_threshold", "n_categories"},      (runs only)
      "confusion": {"correct", "wrong_category", "missed", "spurious", ...},      (runs only)
      "resolution": {"scored_at": "original" | "input" | "cache", "input_max_size", "n_resized", "note"},
+     "attributes": {"scored": true, "iou_f1", "iou", "f1": {"AP", "AP_IOU50", "AP_F150", ...},
+                    "per_category", "per_attribute", "mean_f1", ...}   (ground truth with attributes:
+                    Fashionpedia's AP with mask IoU and attribute F1, zoo.metrics.attributes;
+                    {"scored": false, "reason"} when the predictions carry no attribute_ids)
      "at_input_size": {"segm": {...}, "bbox": {...}},  (runs scored at the original resolution
                                                         whose photos were resized for the network)
      ...provenance: "backend", "gt"/"pred" or "run"/"split"/"data", "n_images", "time_s"}
@@ -28,6 +32,7 @@ from typing import Any
 
 from zoo.data.rle import KAGGLE_RLE_BASE
 from zoo.errors import DataError
+from zoo.metrics.attributes import attribute_metrics
 from zoo.metrics.coco import STAT_NAMES, check_results, evaluate_coco, prepare_gt
 
 
@@ -89,10 +94,41 @@ def print_metrics(metrics: dict[str, Any], title: str = "COCO scores", max_categ
         console.print(f"scored at the input size ({metrics['resolution'].get('input_max_size')} px) instead, "
                       f"mask AP would be {_fmt(small)}: {'over' if small > full else 'under'}stated by "
                       f"{abs(small - full):.3f}")
+    if metrics.get("attributes") is not None:
+        print_attribute_metrics(console, metrics)
     if "semantic" in metrics:
         s = metrics["semantic"]
         console.print(f"semantic: mIoU {_fmt(s['mIoU'])}  pixel accuracy {_fmt(s['pixel_acc'])}  "
                       f"(score >= {s['score_threshold']}, {s['n_categories']} categories present)")
+
+
+def print_attribute_metrics(console: Any, metrics: dict[str, Any], max_attributes: int = 30) -> None:
+    """Fashionpedia's AP with mask IoU and attribute F1 beside mask AP, then F1 per attribute."""
+    from rich.table import Table
+
+    attrs = metrics["attributes"]
+    if not attrs.get("scored"):
+        console.print(f"attributes: not scored ({attrs.get('reason')})")
+        return
+    table = Table(title="Fashionpedia AP: mask IoU and attribute F1 (F1 on "
+                        f"{len(attrs['categories_with_f1'])} categories with attributes)")
+    for col in ("metric", "IoU+F1", "IoU only", "F1 only"):
+        table.add_column(col, justify="left" if col == "metric" else "right")
+    for key in ("AP", "AP_IOU50", "AP_IOU75", "AP_F150", "AP_F175", "APs", "APm", "APl", "AR@100"):
+        table.add_row(key, *(_fmt(attrs[v].get(key, "-")) for v in ("iou_f1", "iou", "f1")))
+    console.print(table)
+    console.print(f"mask AP {_fmt(metrics['segm']['AP'])}  AP (IoU+F1) {_fmt(attrs['iou_f1']['AP'])}  "
+                  f"mean attribute F1 {_fmt(attrs['mean_f1'])}")
+    rows = sorted(((n, r) for n, r in attrs["per_attribute"].items() if r["n_gt"] or r["n_pred"]),
+                  key=lambda nr: (-nr[1]["n_gt"], nr[0]))
+    if rows:
+        per = Table(title="per attribute, on ground truths matched at mask IoU >= 0.5 (n/a: undefined)")
+        for col in ("attribute", "gt", "matched", "predicted", "precision", "recall", "F1"):
+            per.add_column(col, justify="left" if col == "attribute" else "right")
+        for name, r in rows[:max_attributes]:
+            per.add_row(name, str(r["n_gt"]), str(r["n_matched"]), str(r["n_pred"]),
+                        *(_fmt(r[k]) for k in ("precision", "recall", "f1")))
+        console.print(per)
 
 
 def metrics_path(out: Path | None, default_dir: Path | None) -> Path | None:
@@ -171,6 +207,9 @@ def eval_files(gt: Path, pred: Path, *, out: Path | None, backend: str,
     # Checked here first so that errors name the files.
     check_results(results, gt_data, source=str(pred))
     metrics = evaluate_coco(gt_data, results, backend=backend)
+    attributes = attribute_metrics(gt_data, results)
+    if attributes is not None:
+        metrics["attributes"] = attributes
     metrics.update(gt=str(gt), pred=str(pred), backend=backend,
                    resolution={"scored_at": "the ground truth's own size"})
     print_metrics(metrics, title=f"{pred.name} vs {gt.name}")

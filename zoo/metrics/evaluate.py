@@ -30,6 +30,7 @@ import torch
 
 from zoo.adapter import Adapter
 from zoo.errors import UserError
+from zoo.metrics.attributes import attribute_metrics
 from zoo.metrics.coco import (coco_categories, coco_image_entry, prepare_gt, preds_to_results, score_coco,
                               target_to_annotations)
 from zoo.metrics.confusion import ConfusionMatrix
@@ -160,9 +161,11 @@ def evaluate_adapter(adapter: Adapter, dataset: Any, indices: Sequence[int], *, 
         resolution: ``"original"`` or ``"input"`` (see the module docstring).
     Returns:
         :func:`zoo.metrics.coco.evaluate_coco`'s dict plus ``"resolution"``, ``"semantic"`` (mIoU,
-        pixel_acc), ``"confusion"`` (summary counts), ``"n_images"``, ``"time_s"`` and, at the
-        original resolution with resized photos, ``"at_input_size"`` (``segm``/``bbox`` stats);
-        per-category rows gain the semantic ``"IoU"``.
+        pixel_acc), ``"confusion"`` (summary counts), ``"n_images"``, ``"time_s"``, when the
+        ground truth has attributes ``"attributes"`` (:func:`zoo.metrics.attributes.attribute_metrics`:
+        AP with IoU and F1 when the adapter predicts attributes) and, at the original resolution
+        with resized photos, ``"at_input_size"`` (``segm``/``bbox`` stats); per-category rows gain
+        the semantic ``"IoU"``.
     """
     start = time.perf_counter()
     indices = [int(i) for i in indices]
@@ -178,10 +181,13 @@ def evaluate_adapter(adapter: Adapter, dataset: Any, indices: Sequence[int], *, 
             evaluation.process(idx, image, target, pred)
     headline = evaluation.at_original if resolution == "original" else evaluation.at_input
     source = getattr(dataset, "source", None)
-    attributes = source.attributes if resolution == "original" and source is not None else None
+    attributes = source.attributes if source is not None else None
     gt = prepare_gt(headline.gt(evaluation.categories, attributes))  # boxes and areas filled in
     scores = score_coco(gt, headline.results, backend)
     metrics = scores.metrics
+    attribute_scores = attribute_metrics(gt, headline.results)
+    if attribute_scores is not None:
+        metrics["attributes"] = attribute_scores
     ious = evaluation.semantic.per_category_iou()
     for c in evaluation.categories:
         if c.name in metrics["per_category"] and c.label in ious:

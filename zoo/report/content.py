@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
+from zoo.report.attributes import attribute_blocks, attribute_verdict
 from zoo.report.bootstrap import BootstrapResult, Interval
 from zoo.report.collect import DERIVED_MARK, ModelResult, resolution_of, resolution_table
 from zoo.report.document import Bullets, Code, Document, Figure, Heading, Paragraph, Table
@@ -125,7 +126,7 @@ def verdict(results: Sequence[ModelResult], boot: BootstrapResult | None,
             if level:
                 top += (f" Its lead over {', '.join(f'**{n}**' for n in level)} is not real: the "
                         f"{int(round(boot.confidence * 100))}% bootstrap interval of the difference includes 0.")
-    lines = [top, *miou_line(results),
+    lines = [top, *miou_line(results), *attribute_verdict(results),
              f"Fastest: **{results[fast].label}** ({fmt_num(ms[fast])} ms median per image, "
              f"{fmt_num(results[fast].bench['images_per_s'])} images/s).",
              "On the accuracy/latency Pareto front: "
@@ -282,6 +283,7 @@ def build_document(results: Sequence[ModelResult], boot: BootstrapResult | None,
         doc.add(Paragraph("The same predictions scored at the input size instead of each photo's own size "
                           "(what per-epoch validation does): the difference is what that would over- or "
                           "understate."), at_input, *derived_note(results))
+    doc.add(*attribute_blocks(results))
     doc.add(Heading("Latency"), latency_table(results), *derived_note(results), latency_text(results, ctx.scored))
     if figs.ap_latency:
         doc.add(Heading("Accuracy vs latency"), Figure(figs.ap_latency, "Mask AP against median latency; "

@@ -169,6 +169,7 @@ def write_summary_json(results: Sequence[ModelResult], boot: BootstrapResult | N
         "run_dir": str(r.run_dir), "eval_dir": str(r.eval_dir), "segm": r.metrics["segm"],
         "bbox": r.metrics.get("bbox"), "semantic": r.metrics.get("semantic"), "latency": r.bench,
         "resolution": r.metrics.get("resolution"), "at_input_size": r.metrics.get("at_input_size"),
+        "attributes": r.metrics.get("attributes"),
         "train_time_s": r.train_time_s} for r in results}}
     if boot is not None:
         data["bootstrap"] = {
