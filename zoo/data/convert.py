@@ -11,8 +11,9 @@ import numpy as np
 from pycocotools import mask as mask_util
 
 from zoo.data.decode import ResizeSpec, decode_masks, image_size
-from zoo.data.rle import mask_to_coco_rle, parse_kaggle_rle, runs_to_coco_rle
+from zoo.data.rle import mask_to_coco_rle, runs_to_coco_rle
 from zoo.data.sources import ImageRecord, Source
+from zoo.data.validate import StrictReport, kaggle_runs
 
 
 def coco_header(source: Source, description: str) -> dict[str, Any]:
@@ -42,7 +43,8 @@ def record_rles(record: ImageRecord, source: Source, max_size: int | None,
     if direct and all(isinstance(i.segmentation, str) for i in record.instances):
         rles: list[dict | None] = []
         for inst in record.instances:
-            starts, lengths = parse_kaggle_rle(inst.segmentation, base=source.rle_base, where=inst.where)
+            starts, lengths = kaggle_runs(inst.segmentation, base=source.rle_base, hw=(out_h, out_w),
+                                          where=inst.where, report=StrictReport())
             rle = runs_to_coco_rle(starts, lengths, out_h, out_w)
             rles.append(rle if mask_util.area(_bytes_rle(rle)) > 0 else None)
         return (out_h, out_w), rles

@@ -21,6 +21,7 @@ from torchvision import tv_tensors
 from zoo.config import DataConfig
 from zoo.data.decode import ResizeSpec, decode_masks, instance_arrays, load_image
 from zoo.data.sources import Source, read_source
+from zoo.data.validate import describe_skips
 from zoo.errors import DataError
 from zoo.types import Category
 
@@ -141,7 +142,7 @@ def open_dataset(cfg: DataConfig) -> InstanceDataset:
 
     ``cfg.cache`` (a ``zoo data prepare`` folder) wins over ``cfg.source``; ``source=None`` is the
     embedded synthetic dataset (``$ZOO_HOME/synth-n{n}-s{size}-seed0-rle1-attr``). ``cfg.limit`` keeps the
-    first N images.
+    first N images. Rows the reader leaves out (duplicates, crowd regions) are counted on stderr.
     """
     if cfg.resize not in ("max_side", "square"):
         raise DataError(f"data.resize: {cfg.resize!r} is not one of 'max_side', 'square'")
@@ -153,5 +154,10 @@ def open_dataset(cfg: DataConfig) -> InstanceDataset:
         source = read_source(synthetic_dataset_path(cfg.synth_n, cfg.synth_size))
     else:
         source = read_source(cfg.source, images=cfg.images, rle_base=cfg.rle_base)
+    note = describe_skips(source.skipped)
+    if note:
+        from rich.console import Console
+
+        Console(stderr=True, soft_wrap=True).print(f"{source.path}: {note}")
     indices = list(range(min(cfg.limit, len(source.records)))) if cfg.limit is not None else None
     return InstanceDataset(source, ResizeSpec(cfg.max_size, cfg.resize, cfg.min_size), indices)

@@ -11,6 +11,7 @@ from rich.console import Console
 from zoo.data.convert import coco_header, record_to_coco
 from zoo.data.rle import KAGGLE_RLE_BASE
 from zoo.data.sources import Source, read_source
+from zoo.data.validate import describe_skips
 from zoo.errors import UserError
 from zoo.progress import progress_bar
 
@@ -61,4 +62,6 @@ def export_coco(data: str | Path, out: str | Path, *, max_size: int | None = Non
     out.write_text(json.dumps(doc))
     console.print(f"wrote {out}: {len(doc['images'])} images, {len(doc['annotations'])} annotations"
                   + (f", {dropped} empty masks dropped" if dropped else ""))
+    if describe_skips(source.skipped):
+        console.print(f"{source.path}: {describe_skips(source.skipped)}")
     return out

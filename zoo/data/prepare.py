@@ -2,7 +2,8 @@
 
 Cache layout (a COCO dataset, so any COCO tool reads it too)::
 
-    CACHE/prepare.json     settings (source, max_size, rle_base): a resumed run must match them
+    CACHE/prepare.json     settings (source, max_size, rle_base, the annotations' SHA-256): a resumed
+                           run must match them, so changed labels are never mixed with stale ones
     CACHE/images/NAME      images resized so the longest side is at most max_size (JPEG q95, full chroma)
     CACHE/parts/NNNNNNN.json  one finished image (its COCO entry and annotations); the resume marker
     CACHE/annotations.json COCO instances (compressed RLE, attribute_ids), merged from parts/
@@ -14,6 +15,7 @@ An interrupted run leaves finished images in ``parts/``; running the same comman
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 from concurrent.futures import ProcessPoolExecutor
@@ -26,7 +28,9 @@ from rich.console import Console
 from zoo.data.convert import coco_header, record_to_coco
 from zoo.data.decode import ResizeSpec, load_image
 from zoo.data.rle import KAGGLE_RLE_BASE
-from zoo.data.sources import CACHE_ANNOTATIONS, CACHE_MANIFEST, ImageRecord, Source, read_source, safe_image_path
+from zoo.data.sources import (CACHE_ANNOTATIONS, CACHE_MANIFEST, ImageRecord, Source, read_json, read_source,
+                              safe_image_path)
+from zoo.data.validate import describe_skips
 from zoo.errors import DataError, UserError
 from zoo.progress import progress_bar
 
@@ -52,10 +56,27 @@ def _prepare_one(job: tuple[int, ImageRecord, Source, int, str]) -> int:
     return dropped
 
 
+def annotations_digest(source: Source) -> str:
+    """SHA-256 of the files the labels come from (train.csv and its label file, or the COCO JSON):
+    a cache resumed after they changed would mix old and new labels."""
+    files = [source.path / "train.csv", source.path / "label_descriptions.json"] if source.path.is_dir() else [source.path]
+    digest = hashlib.sha256()
+    for path in files:
+        with open(path, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
 def _check_settings(out: Path, settings: dict[str, Any]) -> None:
     path = out / "prepare.json"
     if path.is_file():
-        previous = json.loads(path.read_text())
+        previous = read_json(path)
+        if not isinstance(previous, dict):
+            raise DataError(f"{path}: not a zoo prepare settings file; use another --out")
+        if previous.get("annotations_sha256") != settings["annotations_sha256"]:
+            raise DataError(f"{out}: the annotations of {settings['source']} changed since this cache was started "
+                            f"(or it predates the check); prepare into another --out, or delete {out}")
         if previous != settings:
             changed = ", ".join(f"{k}: {previous.get(k)!r} -> {v!r}" for k, v in settings.items()
                                 if previous.get(k) != v)
@@ -100,7 +121,7 @@ def prepare_cache(data: str | Path, out: str | Path, *, max_size: int, workers: 
     out = Path(out)
     (out / "parts").mkdir(parents=True, exist_ok=True)
     settings = {"source": str(Path(data).resolve()), "kind": source.kind, "max_size": max_size,
-                "rle_base": rle_base, "images": len(source.records)}
+                "rle_base": rle_base, "images": len(source.records), "annotations_sha256": annotations_digest(source)}
     _check_settings(out, settings)
     lite = dataclasses.replace(source, records=[])  # workers need the settings, not every record
     todo = [(i, r, lite, max_size, str(out)) for i, r in enumerate(source.records)
@@ -121,4 +142,6 @@ def prepare_cache(data: str | Path, out: str | Path, *, max_size: int, workers: 
     n_annotations, dropped = _merge(out, source, settings, len(source.records))
     console.print(f"cache {out}: {len(source.records)} images, {n_annotations} annotations at max side {max_size}"
                   + (f" ({dropped} masks empty at that size, dropped)" if dropped else ""))
+    if describe_skips(source.skipped):
+        console.print(f"{source.path}: {describe_skips(source.skipped)}")
     return out

@@ -68,7 +68,9 @@ def run_problems(starts: np.ndarray, lengths: np.ndarray, height: int, width: in
         problems.append("empty mask")
     if (lengths <= 0).any():
         problems.append("non-positive run length")
-    if (starts < 0).any() or (starts + lengths > height * width).any():
+    pixels = height * width  # starts and lengths are bounded first, so their sum cannot overflow
+    if (starts < 0).any() or (starts >= pixels).any() or (lengths > pixels).any() or \
+            (starts + lengths > pixels).any():
         problems.append("run out of bounds")
     if (np.diff(starts) < 0).any():
         problems.append("unsorted runs")
@@ -240,14 +242,46 @@ def mask_to_coco_rle(mask: np.ndarray) -> dict:
 
 
 def coco_rle_runs(rle: dict, where: str = "segmentation") -> tuple[Runs, int, int]:
-    """Runs and ``(height, width)`` of a COCO RLE (counts as list or compressed string)."""
+    """Runs and ``(height, width)`` of a COCO RLE (counts as list or compressed string).
+
+    Raises:
+        DataError: no ``size`` [h, w] or ``counts``, counts that are not non-negative integers (a
+            list, or pycocotools' compressed string of characters 48..111 ending on a complete
+            count), or counts that do not cover exactly ``h * w`` pixels.
+    """
     try:
         height, width = (int(v) for v in rle["size"])
         counts = rle["counts"]
     except (KeyError, TypeError, ValueError):
         raise DataError(f"{where}: RLE needs 'size' [h, w] and 'counts'") from None
-    values = counts_from_string(counts) if isinstance(counts, (str, bytes)) else np.asarray(counts, np.int64)
+    values = _counts_values(counts)
+    if values is None or (values < 0).any():
+        raise DataError(f"{where}: RLE 'counts' must be non-negative integers (a list or a compressed string)")
+    if height < 1 or width < 1 or int(values.sum()) != height * width:
+        raise DataError(f"{where}: RLE counts cover {int(values.sum())} pixels; its size {height}x{width} "
+                        f"has {height * width}")
     return counts_to_runs(values), height, width
+
+
+def _counts_values(counts: object) -> np.ndarray | None:
+    """int64 ``[K]`` counts from a list or a compressed string; None when they are not counts."""
+    if isinstance(counts, (str, bytes)):
+        try:
+            raw = counts.encode("ascii") if isinstance(counts, str) else bytes(counts)
+        except UnicodeEncodeError:
+            return None
+        chars = np.frombuffer(raw, dtype=np.uint8)
+        # A count's last 5-bit group has bit 0x20 clear; more than 12 groups overflow 64 bits.
+        if chars.size and ((chars < 48).any() or (chars > 111).any() or (int(chars[-1]) - 48) & 0x20):
+            return None
+        groups = np.diff(np.concatenate(([-1], np.flatnonzero(((chars.astype(np.int64) - 48) & 0x20) == 0))))
+        return None if (groups > 12).any() else counts_from_string(raw)
+    if not isinstance(counts, list) or not all(isinstance(c, int) and not isinstance(c, bool) for c in counts):
+        return None
+    try:
+        return np.asarray(counts, dtype=np.int64)
+    except OverflowError:
+        return None
 
 
 def counts_to_coco_rle(counts: np.ndarray | list[int], height: int, width: int) -> dict:
