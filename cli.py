@@ -175,12 +175,30 @@ def bench(
     backbone: Annotated[Optional[str], typer.Option(help="Backbone override.")] = None,
     threads: Annotated[Optional[int], typer.Option(help="CPU threads (default: all cores).")] = None,
     out: Annotated[Optional[Path], typer.Option(help="JSON file to write.")] = None,
+    runtime: Annotated[str, typer.Option(help="torch, onnxruntime or torchscript (the network exported, "
+                                              "post-processing in PyTorch).")] = "torch",
 ) -> None:
-    """Time inference with the one latency protocol shared by every model."""
+    """Time inference with the one latency protocol shared by every model (TARGET may also be a
+    file of `zoo export`)."""
     from zoo.latency import bench_from_cli
 
     _run(bench_from_cli, target, device=device, size=size, batch_size=batch_size, iters=iters,
-         warmup=warmup, amp=amp, backbone=backbone, threads=threads, out=out)
+         warmup=warmup, amp=amp, backbone=backbone, threads=threads, out=out, runtime=runtime)
+
+
+@app.command("export")
+def export(
+    target: Annotated[str, typer.Argument(help="Run folder (or adapter name: fresh weights).")],
+    out: Annotated[Path, typer.Option(help="File to write (.onnx, .torchscript).")],
+    format: Annotated[str, typer.Option(help="onnx or torchscript.")] = "onnx",
+    size: Annotated[Optional[int], typer.Option(help="Square input side in px (default: the model's).")] = None,
+    batch: Annotated[int, typer.Option(help="Images per forward.")] = 1,
+    opset: Annotated[Optional[int], typer.Option(help="ONNX opset (default 17).")] = None,
+) -> None:
+    """Export the network part to ONNX or TorchScript; zoo's post-processing stays in PyTorch."""
+    from zoo.runtimes import export_from_cli
+
+    _run(export_from_cli, target, fmt=format, out=out, size=size, batch_size=batch, opset=opset)
 
 
 @app.command("compare")

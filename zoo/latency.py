@@ -26,6 +26,7 @@ import contextlib
 import os
 import platform
 import resource
+import tempfile
 import time
 from pathlib import Path
 from typing import Any, Sequence
@@ -142,7 +143,8 @@ def measure_latency(adapter: Adapter, *, device: str = "cpu", size: int = 512, b
     Returns a JSON-ready dict: ``images_per_s``, ``ms_median``, ``ms_p90``, ``ms_mean``,
     ``preprocess_ms``, ``model_ms``, ``postprocess_ms`` (medians per image), ``peak_mem_mb``,
     ``peak_mem_kind``, ``device``, ``device_name``, ``threads``, ``size``, ``batch_size``,
-    ``iters``, ``warmup``, ``amp``, ``params``, ``backbone``, ``adapter``, ``instances_per_image``.
+    ``iters``, ``warmup``, ``amp``, ``params``, ``backbone``, ``adapter``, ``runtime`` (``torch``,
+    or the runtime of an exported network, :mod:`zoo.runtimes`), ``instances_per_image``.
     """
     if amp not in AMP_DTYPES:
         raise UserError(f"unknown amp {amp!r}; choose one of {', '.join(AMP_DTYPES)}")
@@ -177,7 +179,7 @@ def latency_record(adapter: Adapter, runs: np.ndarray, *, dev: torch.device, siz
     per_image_ms = runs[:, :3] * 1000.0 / batch_size
     total_ms = per_image_ms.sum(axis=1)
     return {
-        "adapter": adapter.name, "backbone": backbone_of(adapter),
+        "adapter": adapter.name, "backbone": backbone_of(adapter), "runtime": getattr(adapter, "runtime", "torch"),
         "device": dev.type, "device_name": device_name(dev), "threads": threads,
         "size": size, "batch_size": batch_size, "iters": len(runs), "warmup": warmup, "amp": amp,
         "params": sum(p.numel() for p in adapter.parameters()),
@@ -389,20 +391,39 @@ def print_latency(rows: list[dict[str, Any]], title: str) -> None:
 
 
 def bench_from_cli(target: str, *, device: str, size: int, batch_size: int, iters: int, warmup: int,
-                   amp: str, backbone: str | None, threads: int | None, out: Path | None) -> dict[str, Any]:
-    """`zoo bench`: time TARGET (adapter name or run folder) at batch 1 and ``batch_size``, fp32 and
-    ``amp``; print a table; write JSON to ``out``.
+                   amp: str, backbone: str | None, threads: int | None, out: Path | None,
+                   runtime: str = "torch") -> dict[str, Any]:
+    """`zoo bench`: time TARGET (adapter name, run folder, or a file of `zoo export`) on ``runtime``
+    at batch 1 and ``batch_size``, fp32 and ``amp``; print a table; write JSON to ``out``.
 
     The JSON's top level is the setting asked for (``batch_size``, ``amp``); ``settings`` lists all.
+    An exported file runs at the input shape it was exported for (``size`` and batch are its own).
     """
-    adapter = load_target(target, backbone)
-    rows = [measure_latency(adapter, device=device, size=size, batch_size=b, iters=iters, warmup=warmup,
+    from zoo import runtimes
+
+    runtimes.check_runtime(runtime)
+    if runtime != "torch" and amp != "none":
+        raise UserError(f"--amp {amp} is PyTorch autocast; the {runtime} runtime runs the exported fp32 network")
+    if Path(target).is_file():
+        exported = runtimes.load_exported(Path(target), device, threads)
+        if runtime not in ("torch", exported.runtime):
+            raise UserError(f"{target}: exported as {exported.meta['format']}; time it with --runtime {exported.runtime}")
+        b, _, size, _ = exported.meta["input_shape"]
+        models = {(b, "none"): exported}
+    else:
+        adapter, source = runtimes.load_source(target, backbone)
+        with tempfile.TemporaryDirectory() as tmp:  # a loaded runtime keeps its network in memory
+            models = {(b, m): runtimes.on_runtime(adapter, runtime, Path(tmp), size=size, batch_size=b,
+                                                  device=device, threads=threads, source=source)
+                      for b, m in bench_settings(batch_size, amp)}
+    rows = [measure_latency(a, device=device, size=size, batch_size=b, iters=iters, warmup=warmup,
                             amp=m, threads=threads)
-            for b, m in bench_settings(batch_size, amp)]
-    main = next(r for r in rows if r["batch_size"] == batch_size and r["amp"] == amp)
+            for (b, m), a in models.items()]
+    main = next((r for r in rows if r["batch_size"] == batch_size and r["amp"] == amp), rows[0])
     first = rows[0]
-    print_latency(rows, f"{target}: {first['adapter']} ({first['backbone']}), {first['params'] / 1e6:.2f}M params, "
-                        f"{size}x{size} px, {first['device_name']}, {first['threads']} threads")
+    print_latency(rows, f"{target}: {first['adapter']} ({first['backbone']}) on {first['runtime']}, "
+                        f"{first['params'] / 1e6:.2f}M params, {size}x{size} px, {first['device_name']}, "
+                        f"{first['threads']} threads")
     result = {**main, "target": target, "settings": rows}
     if out is not None:
         import json
