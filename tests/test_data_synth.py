@@ -89,3 +89,63 @@ def test_max_people_caps_the_figures_per_image(synth_dir: Path, tmp_path: Path) 
     assert all(sum(c in (TSHIRT, SHIRT, DRESS) for _, c, _ in rows) <= 1 for rows in capped.values())
     with pytest.raises(UserError, match="max_people"):
         write_synthetic(tmp_path / "bad", n=1, size=64, max_people=0)
+
+
+def test_garments_carry_the_attributes_their_drawing_shows(synth_dir: Path) -> None:
+    """Every garment is annotated with what is drawn: one pattern attribute per visible pattern
+    (and the pattern really shows in its pixels), one length per skirt and dress, one cut per
+    pair of pants; none is dropped at random."""
+    from zoo.data.synth import render_scene
+    from zoo.data.synth_figure import (A_LINE, BELL_BOTTOM, LENGTH_ATTRIBUTE, PANTS, PATTERN_ATTRIBUTE, SKIRT,
+                                       STRAIGHT)
+
+    spread: dict[str, list[float]] = {}
+    garments = 0
+    for i in range(40):
+        canvas, layers = render_scene(np.random.default_rng([0, i]), 128)
+        for layer in layers:
+            if layer.category not in (SHIRT, TSHIRT, PANTS, SKIRT, DRESS):
+                continue
+            garments += 1
+            attrs = set(layer.attributes)
+            patterns = attrs & set(PATTERN_ATTRIBUTE.values())
+            expected = {PATTERN_ATTRIBUTE[layer.paint.pattern]} if layer.paint.pattern in PATTERN_ATTRIBUTE else set()
+            assert patterns == expected, (layer.category, layer.paint.pattern, attrs)
+            if layer.category in (SKIRT, DRESS):
+                assert len(attrs & set(LENGTH_ATTRIBUTE.values())) == 1
+            if layer.category == SKIRT:
+                assert A_LINE in attrs
+            if layer.category == PANTS:
+                assert len(attrs & {STRAIGHT, BELL_BOTTOM}) == 1
+            if layer.mask.sum() >= 100 and layer.paint.pattern in ("plain", "stripes", "checks"):
+                pixels = canvas[layer.mask].astype(np.float32)
+                spread.setdefault(layer.paint.pattern, []).append(float(pixels.std(axis=0).mean()))
+    assert garments > 40
+    # A two-colour pattern spreads the garment's pixels far more than a plain fabric's noise.
+    assert min(np.median(spread["stripes"]), np.median(spread["checks"])) > 3 * np.median(spread["plain"])
+    # In the written CSV, every top, skirt, dress and pair of pants has attributes.
+    for rows in rows_by_image(synth_dir).values():
+        assert all(attrs for _, cat, attrs in rows if cat in (SHIRT, TSHIRT, PANTS, SKIRT, DRESS))
+
+
+def test_data_stats_counts_attributes_per_category(synth_dir: Path) -> None:
+    import io
+
+    from rich.console import Console
+
+    from zoo.data.sources import read_source
+    from zoo.data.stats import compute_stats, dataset_stats
+    from zoo.data.synth_figure import A_LINE, SKIRT
+
+    rows = [r for rs in rows_by_image(synth_dir).values() for r in rs]
+    stats = compute_stats(read_source(synth_dir))
+    skirts = [attrs for _, cat, attrs in rows if cat == SKIRT]
+    assert stats["attributed_per_category"][SKIRT] == len(skirts) > 0
+    expected = Counter(a for attrs in skirts for a in attrs)
+    assert stats["attributes_per_category"][SKIRT] == dict(expected)
+    assert stats["attributes_per_category"][SKIRT][A_LINE] == len(skirts)  # every skirt is a-line
+    assert SLEEVE not in stats["attributes_per_category"]  # parts carry none
+    buffer = io.StringIO()
+    dataset_stats(synth_dir, console=Console(file=buffer, width=200))
+    text = buffer.getvalue()
+    assert "attributes per category" in text and "a-line 100%" in text

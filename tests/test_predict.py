@@ -278,3 +278,44 @@ def test_predicted_mask_lands_on_the_painted_shape_at_full_size(run_dir: Path, t
     assert ann["area"] == pytest.approx(shape.sum(), rel=0.03)
     with Image.open(tmp_path / "out" / "overlays" / "painted.png") as overlay:
         assert max(overlay.size) == 1280
+
+
+def test_predicted_attributes_reach_the_results_the_submission_and_the_overlays(run_dir: Path, photos: Path,
+                                                                                 tmp_path: Path) -> None:
+    """A run trained on attributed data predicts attribute ids: they are in results.json, in the
+    ClassId suffixes of the submission CSV (``category_attr_attr``) and named on the overlay."""
+    from zoo.predict import PhotoResult, draw_overlay, write_predictions
+    from zoo.train.run import load_run
+
+    run = load_run(run_dir)
+    space = run.adapter.attribute_space
+    assert space is not None and len(space) == 92 and space.names[61] == "plain (pattern)"
+    run.adapter.set_attribute_threshold(0.0)  # every attribute passes: the ids of a carrying category are all of them
+    categories = getattr(run, "categories", None) or run.dataset.categories
+    carrying = {c.id for c in categories if c.label in space.labels}
+    out = tmp_path / "out"
+    done = annotate_photos(run, find_images([photos / "a.jpg", photos / "b.jpeg"]), out, 0.0,
+                           Console(file=io.StringIO()))
+    assert any(r["category_id"] in carrying for r in done.rows)
+    for row in done.rows:
+        assert row["attribute_ids"] == (list(space.ids) if row["category_id"] in carrying else [])
+    write_predictions(out, done, run, 0.0, "coco", 1)
+    coco = json.loads((out / "predictions.json").read_text())
+    assert coco["attributes"][61] == {"id": 61, "name": "plain (pattern)"}
+    assert [a["attribute_ids"] for a in coco["annotations"]] == [r["attribute_ids"] for r in done.rows]
+    write_predictions(out, done, run, 0.0, "imaterialist-csv", 1)
+    with (out / "submission.csv").open() as fh:
+        class_ids = [r["ClassId"] for r in csv.DictReader(fh)]
+    suffix = "_".join(str(a) for a in space.ids)
+    assert any(c.endswith("_" + suffix) for c in class_ids)
+    assert all(c.endswith("_" + suffix) == (int(c.split("_")[0]) in carrying) for c in class_ids)
+    # The overlay writes the names under the label.
+    mask = np.zeros((1, 64, 64), dtype=bool)
+    mask[0, 20:50, 10:40] = True
+    plain = PhotoResult(Path("x.jpg"), "x.jpg", 64, 64, [1], [0.9], mask, [], [[]])
+    named = dataclasses.replace(plain, attributes=[["mini (length)", "stripe"]])
+    photo = Image.fromarray(np.full((64, 64, 3), 128, dtype=np.uint8))
+    names, colors = {1: "shirt"}, {1: (200, 30, 30)}
+    a = np.asarray(draw_overlay(photo, plain, names, colors))
+    b = np.asarray(draw_overlay(photo, named, names, colors))
+    assert (a != b).any(axis=2).sum() > 20
