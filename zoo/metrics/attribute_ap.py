@@ -57,29 +57,35 @@ def match_cells(iou: np.ndarray, f1: np.ndarray | None, gt_area: np.ndarray, gt_
         det_area: ``[P, D]`` detection mask areas.
     Returns:
         ``matched`` bool ``[P, A, T, F, D]`` (a true or ignored match, as COCO's nonzero
-        ``dtMatches``), ``ignored`` bool ``[P, A, T, F, D]`` (``dtIgnore``), and ``gt_index`` int
-        ``[P, A, T, F, D]``: the matched ground truth's position in the cell (-1: none).
+        ``dtMatches``), ``ignored`` bool ``[P, A, T, F, D]`` (``dtIgnore``), and ``gt_at_50`` int
+        ``[P, D]``: the position in the cell of the ground truth matched at area "all", IoU .50,
+        F1 ignored (-1: none).
     """
     n_cells, n_det, n_gt = iou.shape
     f1_thrs = NO_F1 if f1 is None else F1_THRS
     ignore = gt_crowd[:, None, :] | np.moveaxis(out_of_range(gt_area), -1, 1)  # [P, A, G]
     order = np.argsort(ignore, axis=-1, kind="stable")  # regular ground truths first, as COCOeval sorts
     ign = np.take_along_axis(ignore, order, -1)[:, :, None, None, :]  # [P, A, 1, 1, G]
+    nonzero = np.take_along_axis(np.broadcast_to(gt_ids[:, None, :] != 0, ignore.shape), order, -1)[:, :, None, None]
     iou_s = np.take_along_axis(iou[:, None], order[:, :, None, :], -1)  # [P, A, D, G]
     f1_s = None if f1 is None else np.take_along_axis(f1[:, None], order[:, :, None, :], -1)
     # COCOeval lets a crowd region be matched again; FPEval's own loop (categories with F1) does not.
-    rematch = (np.take_along_axis(gt_crowd[:, None, :].repeat(len(AREA_RANGES), 1), order, -1)[:, :, None, None, :]
+    rematch = (np.take_along_axis(np.broadcast_to(gt_crowd[:, None, :], ignore.shape), order, -1)[:, :, None, None]
                if f1 is None else np.zeros_like(ign))
     shape = (n_cells, len(AREA_RANGES), len(IOU_THRS), len(f1_thrs))
     start_iou = np.broadcast_to(np.minimum(IOU_THRS, 1 - 1e-10)[:, None], shape)
     start_f1 = np.broadcast_to(np.minimum(f1_thrs, 1 - 1e-10)[None, :], shape)
     taken = np.zeros(shape + (n_gt,), dtype=bool)
-    gt_of = np.full(shape + (n_det,), -1, dtype=np.int32)
+    matched = np.zeros(shape + (n_det,), dtype=bool)
+    ignored = np.zeros(shape + (n_det,), dtype=bool)
+    at_50 = np.full((n_cells, n_det), -1, dtype=np.int64)
+    t50 = int(np.flatnonzero(IOU_THRS == 0.5)[0])
     positions = np.arange(n_gt)
     for d in range(n_det):
         best_iou, best_f1 = start_iou.copy(), start_f1.copy()
         m = np.full(shape, -1, dtype=np.int32)
         on_regular = np.zeros(shape, dtype=bool)  # m is a regular ground truth: ignored ones are skipped
+        m_nonzero = np.zeros(shape, dtype=bool)
         for g in range(n_gt):
             ign_g = ign[..., g]
             iou_g = iou_s[:, :, d, g, None, None]
@@ -91,19 +97,17 @@ def match_cells(iou: np.ndarray, f1: np.ndarray | None, gt_area: np.ndarray, gt_
             best_iou = np.where(ok, iou_g, best_iou)
             m = np.where(ok, g, m)
             on_regular = np.where(ok, ~ign_g, on_regular)
-        gt_of[..., d] = m
+            m_nonzero = np.where(ok, nonzero[..., g], m_nonzero)
+        found = m >= 0
         taken |= m[..., None] == positions
-    found = gt_of >= 0
-    at = np.maximum(gt_of, 0)
-    ign_at = np.take_along_axis(np.broadcast_to(ign, shape + (n_gt,)), at, -1) if n_gt else np.zeros_like(found)
-    index = (np.take_along_axis(np.broadcast_to(order[:, :, None, None, :], shape + (n_gt,)), at, -1)
-             if n_gt else np.zeros_like(gt_of))
-    ids = (np.take_along_axis(np.broadcast_to(gt_ids[:, None, None, None, :], shape + (n_gt,)), index, -1)
-           if n_gt else np.zeros_like(gt_of))
-    matched = found & (ids != 0)  # COCO stores the ground truth's id: id 0 reads as "unmatched"
+        matched[..., d] = found & m_nonzero  # COCO stores the ground truth's id: id 0 reads as "unmatched"
+        ignored[..., d] = found & ~on_regular
+        if n_gt:
+            first = order[np.arange(n_cells), 0, np.maximum(m[:, 0, t50, -1], 0)]
+            at_50[:, d] = np.where(found[:, 0, t50, -1], first, -1)
     det_out = np.moveaxis(out_of_range(det_area), -1, 1)[:, :, None, None, :]  # [P, A, 1, 1, D]
-    ignored = (found & ign_at) | (~matched & det_out)
-    return matched, ignored, np.where(found, index, -1)
+    ignored |= ~matched & det_out
+    return matched, ignored, at_50
 
 
 def match_in_chunks(iou: np.ndarray, f1: np.ndarray | None, gt_area: np.ndarray, gt_crowd: np.ndarray,

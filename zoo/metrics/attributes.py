@@ -24,8 +24,8 @@ import numpy as np
 from pycocotools import mask as mask_utils
 
 from zoo.errors import DataError
-from zoo.metrics.attribute_ap import (IOU_THRS, MAX_DETS, accumulate_category, match_in_chunks, summarize,
-                                      summary_value)
+from zoo.metrics.attribute_ap import (AREA_RANGES, F1_THRS, IOU_THRS, MAX_DETS, REC_THRS, accumulate_category,
+                                      match_in_chunks, out_of_range, summarize, summary_value)
 from zoo.metrics.coco import prepare_gt
 from zoo.metrics.original import rle_of
 
@@ -150,11 +150,12 @@ def build_cells(gt: dict[str, Any], results: Sequence[dict[str, Any]]) -> list[C
 @dataclass
 class Matches:
     """Matching of every cell with detections: per cell ``matched``/``ignored`` bool ``[A, T, F, D]``
-    (``F`` = 1 for a category scored on IoU alone) and ``gt_index`` int ``[A, T, F, D]``."""
+    (``F`` = 1 for a category scored on IoU alone) and ``gt_at_50`` int ``[D]``, the position in the
+    cell of the ground truth each detection took at area "all", IoU .50, F1 ignored (-1: none)."""
 
     matched: dict[int, np.ndarray]
     ignored: dict[int, np.ndarray]
-    gt_index: dict[int, np.ndarray]
+    gt_at_50: dict[int, np.ndarray]
 
 
 def match_all(cells: list[Cell], with_f1: np.ndarray, gt_rows: Sequence[dict[str, Any]], det_area: np.ndarray,
@@ -179,19 +180,17 @@ def match_all(cells: list[Cell], with_f1: np.ndarray, gt_rows: Sequence[dict[str
         gt_ids = np.array([[int(gt_rows[i]["id"]) for i in row] for row in gt_idx],
                           dtype=np.int64).reshape(len(members), n_gt)
         f1 = binary_macro_f1(det_hot[det_idx], gt_hot[gt_idx]) if f1_on else None
-        matched, ignored, index = match_in_chunks(iou, f1, gt_area, gt_crowd, gt_ids, det_area[det_idx])
+        matched, ignored, at_50 = match_in_chunks(iou, f1, gt_area, gt_crowd, gt_ids, det_area[det_idx])
         for p, c in enumerate(members):
             d = len(cells[c].dets)
             out.matched[c], out.ignored[c] = matched[p, ..., :d], ignored[p, ..., :d]
-            out.gt_index[c] = index[p, ..., :d]
+            out.gt_at_50[c] = at_50[p, :d]
     return out
 
 
 def accumulate_all(cells: list[Cell], matches: Matches, with_f1: np.ndarray, gt_rows: Sequence[dict[str, Any]],
                    scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Precision ``[T, F, R, K, A, M]`` and recall ``[T, F, K, A, M]`` (FPEval's ``eval`` arrays)."""
-    from zoo.metrics.attribute_ap import AREA_RANGES, F1_THRS, REC_THRS, out_of_range
-
     n_k = len(with_f1)
     shape_t, shape_f, n_a = len(IOU_THRS), len(F1_THRS), len(AREA_RANGES)
     precision = -np.ones((shape_t, shape_f, len(REC_THRS), n_k, n_a, len(MAX_DETS)))
@@ -231,7 +230,7 @@ def per_attribute(cells: list[Cell], matches: Matches, with_f1: np.ndarray, gt_r
         hit = matches.matched[c][0, t50, -1] & ~matches.ignored[c][0, t50, -1]  # area all, F1 ignored
         for d in np.flatnonzero(hit):
             det_rows.append(cell.dets[d])
-            gt_idx.append(cell.gts[int(matches.gt_index[c][0, t50, -1, d])])
+            gt_idx.append(cell.gts[int(matches.gt_at_50[c][d])])
     pred, true = det_hot[det_rows].astype(np.int64), gt_hot[gt_idx].astype(np.int64)
     scored = [i for cell in cells if with_f1[cell.k] for i in cell.gts if not gt_rows[i].get("iscrowd", 0)]
     support = gt_hot[scored].astype(np.int64).sum(0)
