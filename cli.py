@@ -19,16 +19,17 @@ RleBaseOpt = Annotated[int, typer.Option("--rle-base",
 
 
 def _run(fn, *args, **kwargs):
-    """Call a zoo function; known user errors become one line on stderr and exit code 2."""
-    from zoo.errors import UserError
+    """Call a zoo function; user errors (zoo.errors.user_error_types: zoo's own, OS errors on the
+    user's paths, Pillow's image-size limit) become one line on stderr and exit code 2."""
+    from zoo.errors import one_line, user_error_types
 
     # Model commands need the registry; `zoo data ...` stays free of torch model imports.
     if fn.__module__.split(".")[1] not in ("data",):
         import zoo.adapters  # noqa: F401  (fills the adapter registry)
     try:
         return fn(*args, **kwargs)
-    except UserError as err:
-        typer.secho(f"error: {err}", fg="red", err=True)
+    except user_error_types() as err:
+        typer.secho(f"error: {one_line(err)}", fg="red", err=True)
         raise typer.Exit(2) from None
 
 

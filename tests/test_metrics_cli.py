@@ -56,11 +56,13 @@ def test_eval_errors_are_one_line_naming_the_file(tmp_path: Path) -> None:
     assert missing.returncode == 2
     assert missing.stderr.strip().count("\n") == 0 and "none.json" in missing.stderr
     bad = tmp_path / "bad.json"
-    bad.write_text(json.dumps([{"image_id": 7, "category_id": 1, "bbox": [0, 0, 2, 2], "score": 0.5}]))
+    bad.write_text(json.dumps([{"image_id": 7, "category_id": 1, "bbox": [0, 0, 2, 2], "score": 0.5,
+                               "segmentation": {"size": [8, 8], "counts": [64]}}]))
     wrong = CliRunner().invoke(app, ["eval", "--gt", str(gt), "--pred", str(bad)])
     assert wrong.exit_code == 2 and "bad.json: row 0 has image_id 7" in wrong.stderr
     good = tmp_path / "good.json"
-    good.write_text(json.dumps([{"image_id": 1, "category_id": 1, "bbox": [0, 0, 2, 2], "score": 0.5}]))
+    good.write_text(json.dumps([{"image_id": 1, "category_id": 1, "bbox": [0, 0, 2, 2], "score": 0.5,
+                               "segmentation": {"size": [8, 8], "counts": [64]}}]))
     backend = CliRunner().invoke(app, ["eval", "--gt", str(gt), "--pred", str(good), "--backend", "mmdet"])
     assert backend.exit_code == 2 and "choose one of faster, pycocotools" in backend.stderr
     neither = CliRunner().invoke(app, ["eval", "--gt", str(gt)])

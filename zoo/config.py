@@ -216,18 +216,60 @@ def train_config_from_dict(data: dict[str, Any], model_cls: type, path: str = ""
     data = dict(data)
     model = data.pop("model", None) or {}
     cfg = from_dict(TrainConfig, data, path)
-    return dataclasses.replace(cfg, model=from_dict(model_cls, model, f"{path}model" if not path else f"{path}.model"))
+    cfg = dataclasses.replace(cfg, model=from_dict(model_cls, model, f"{path}model" if not path else f"{path}.model"))
+    return check_ranges(cfg, path)
+
+
+def check_at_least(values: dict[str, int | float | None], minimum: int | float, path: str = "") -> None:
+    """Raise :class:`ConfigError` naming the first key whose value (None: unset, allowed) is below
+    ``minimum``."""
+    for key, value in values.items():
+        if value is not None and value < minimum:
+            _fail(f"{path}{key}", f"must be at least {minimum}, got {value!r}")
+
+
+def check_ranges(cfg: TrainConfig, path: str = "") -> TrainConfig:
+    """``cfg`` when its values make sense; else a :class:`ConfigError` naming the key.
+
+    Values that type-check but would train nothing (0 epochs, 1-pixel images, no step ever
+    taken) are refused here rather than run and reported as a success.
+    """
+    prefix = f"{path} " if path else ""
+    if not cfg.stages:
+        _fail(f"{prefix}stages", "needs at least one stage")
+    check_at_least({"batch_size": cfg.batch_size, "steps_per_epoch": cfg.steps_per_epoch, "log_every": cfg.log_every,
+                    "checkpoint_every": cfg.checkpoint_every, "threads": cfg.threads, "data.max_size": cfg.data.max_size,
+                    "data.limit": cfg.data.limit, "data.synth_n": cfg.data.synth_n,
+                    "data.synth_size": cfg.data.synth_size, "optim.accumulate": cfg.optim.accumulate}, 1, prefix)
+    check_at_least({"data.min_size": cfg.data.min_size, "data.workers": cfg.data.workers,
+                    "optim.warmup_steps": cfg.optim.warmup_steps, "patience": cfg.patience,
+                    "eval_limit": cfg.eval_limit}, 0, prefix)
+    for i, stage in enumerate(cfg.stages):
+        check_at_least({f"stages.{i}.epochs": stage.epochs, f"stages.{i}.steps": stage.steps}, 1, prefix)
+        if not stage.lr > 0:
+            _fail(f"{prefix}stages.{i}.lr", f"must be positive, got {stage.lr!r}")
+    for key, value in (("data.val_fraction", cfg.data.val_fraction), ("data.test_fraction", cfg.data.test_fraction)):
+        if not 0.0 <= value < 1.0:
+            _fail(f"{prefix}{key}", f"must be in [0, 1), got {value!r}")
+    if cfg.data.val_fraction + cfg.data.test_fraction >= 1.0:
+        _fail(f"{prefix}data.test_fraction", "data.val_fraction + data.test_fraction must leave training images "
+              f"(sum {cfg.data.val_fraction + cfg.data.test_fraction} >= 1)")
+    return cfg
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:
-    """A YAML mapping from ``path``; a missing file or a non-mapping is a one-line error."""
+    """A YAML mapping from ``path``; a missing, empty or non-YAML file or a non-mapping is a one-line error."""
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"{p}: config file not found")
     try:
-        data = yaml.safe_load(p.read_text()) or {}
+        data = yaml.safe_load(p.read_text())
     except yaml.YAMLError as err:
         raise ConfigError(f"{p}: invalid YAML ({err.__class__.__name__}: {str(err).splitlines()[0]})") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{p}: not a YAML file (not UTF-8 text)") from None
+    if data is None:  # an empty file would silently mean the built-in defaults, not the preset
+        raise ConfigError(f"{p}: the config file is empty")
     if not isinstance(data, dict):
         raise ConfigError(f"{p}: expected a mapping at the top level")
     return data

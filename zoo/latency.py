@@ -400,6 +400,10 @@ def bench_from_cli(target: str, *, device: str, size: int, batch_size: int, iter
     An exported file runs at the input shape it was exported for (``size`` and batch are its own).
     """
     from zoo import runtimes
+    from zoo.config import check_at_least
+
+    check_at_least({"--threads": threads, "--size": size, "--batch-size": batch_size, "--iters": iters}, 1)
+    check_at_least({"--warmup": warmup}, 0)
 
     runtimes.check_runtime(runtime)
     if runtime != "torch" and amp != "none":

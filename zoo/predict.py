@@ -283,7 +283,7 @@ class Annotated:
 def annotate_photos(run: Any, photos: list[tuple[Path, str]], out: Path, score_threshold: float,
                     console: Console) -> Annotated:
     """Predict every photo with a progress bar; write its overlay; collect its COCO entries."""
-    from zoo.data.decode import ResizeSpec
+    from zoo.data.decode import ResizeSpec, load_image
     from zoo.train.api import resolve_device
 
     device = resolve_device(run.cfg.device)
@@ -311,8 +311,8 @@ def annotate_photos(run: Any, photos: list[tuple[Path, str]], out: Path, score_t
             done.annotations += coco_annotations(result, image_id, len(done.annotations) + 1)
             done.rows += [{**row, "image_id": image_id} for row in result.rows]
             overlay = out / "overlays" / (Path(name).with_suffix("").as_posix().replace("/", "__") + ".png")
-            with Image.open(path) as photo:
-                draw_overlay(photo, result, names, colors).save(overlay)
+            photo = Image.fromarray(load_image(path, ResizeSpec(OVERLAY_MAX_SIDE))[0])  # upright, 8-bit RGB
+            draw_overlay(photo, result, names, colors).save(overlay)
             # Only names and labels are needed from here on (counts); the masks are in ``rows``.
             done.results.append(replace(result, masks=np.zeros((0, 0, 0), dtype=bool), rows=[]))
             bar.advance(task)

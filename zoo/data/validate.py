@@ -230,18 +230,20 @@ def photo_grid_problem(name: str, grid: tuple[int, int], shown: tuple[int, int],
 
 
 # ---------------------------------------------------------------- results files
-def result_row_problem(row: Any, sizes: dict[Any, tuple[int, int] | None], masks: bool) -> str | None:
-    """What is wrong with one COCO results row (None: valid); ``sizes``: image id -> (H, W);
-    ``masks``: the file gives masks (then every row needs its ``segmentation``; box-only results
-    give none)."""
+def result_row_problem(row: Any, sizes: dict[Any, tuple[int, int] | None]) -> str | None:
+    """What is wrong with one COCO results row (None: valid); ``sizes``: image id -> (H, W).
+
+    Every row needs its ``segmentation``: ``zoo eval`` scores masks (and boxes), and a row
+    without one cannot be scored for masks.
+    """
     if not isinstance(row, dict):
         return f"is a {type(row).__name__}, not an object"
-    missing = [k for k in ("image_id", "category_id", "score") + (("segmentation",) if masks else ()) if k not in row]
+    missing = [k for k in ("image_id", "category_id", "score", "segmentation") if k not in row]
     if missing:
-        return f"lacks {', '.join(missing)}" + (" (other rows have masks)" if "segmentation" in missing else "")
+        return f"lacks {', '.join(missing)}" + (" (zoo eval scores masks)" if "segmentation" in missing else "")
     if not is_finite_number(row["score"]):
         return f"score {row['score']!r} is not a finite number"
-    problem = segmentation_problem(row["segmentation"], sizes.get(row["image_id"])) if "segmentation" in row else None
+    problem = segmentation_problem(row["segmentation"], sizes.get(row["image_id"]))
     if problem:
         return problem[1]
     return bbox_problem(row["bbox"]) if "bbox" in row else None
@@ -253,9 +255,8 @@ def check_result_rows(rows: Any, gt: dict[str, Any], source: str) -> None:
         return  # the evaluator's own check names what it expected
     sizes = {img.get("id"): image_size_of(img.get("height"), img.get("width"))
              for img in gt.get("images", []) if isinstance(img, dict)}
-    masks = any(isinstance(row, dict) and "segmentation" in row for row in rows)
     for i, row in enumerate(rows):
-        problem = result_row_problem(row, sizes, masks)
+        problem = result_row_problem(row, sizes)
         if problem:
             raise DataError(f"{source}: row {i} {problem}")
 

@@ -147,6 +147,7 @@ def load_ground_truth(gt: Path, *, rle_base: int = KAGGLE_RLE_BASE) -> dict[str,
     """
     from zoo.data.export import coco_dataset
     from zoo.data.sources import read_imaterialist_csv, read_source
+    from zoo.data.validate import check_coco_annotations
 
     gt = Path(gt)
     if gt.suffix.lower() == ".csv":
@@ -161,6 +162,7 @@ def load_ground_truth(gt: Path, *, rle_base: int = KAGGLE_RLE_BASE) -> dict[str,
         data = load_json_file(gt, "ground-truth")
         if not isinstance(data, dict):
             raise DataError(f"{gt}: expected a COCO object with images/annotations/categories")
+        check_coco_annotations(data, str(gt))  # before pycocotools rasterises a malformed polygon
     return prepare_gt(data, source=str(gt))
 
 
@@ -202,9 +204,12 @@ def eval_files(gt: Path, pred: Path, *, out: Path | None, backend: str,
                rle_base: int = KAGGLE_RLE_BASE) -> dict[str, Any]:
     """Score the predictions ``pred`` against the ground truth ``gt`` (see :func:`load_ground_truth`
     and :func:`load_predictions` for what each may be); print; write ``out``."""
+    from zoo.data.validate import check_result_rows
+
     gt_data = load_ground_truth(gt, rle_base=rle_base)
     results = load_predictions(pred, gt_data, rle_base=rle_base)
     # Checked here first so that errors name the files.
+    check_result_rows(results, gt_data, str(pred))
     check_results(results, gt_data, source=str(pred))
     metrics = evaluate_coco(gt_data, results, backend=backend)
     attributes = attribute_metrics(gt_data, results)

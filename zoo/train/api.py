@@ -13,12 +13,12 @@ import torch
 
 from zoo.adapter import build_with_attributes, get_adapter
 from zoo.attributes import attribute_space
-from zoo.config import (ConfigError, TrainConfig, apply_override, dump_yaml, load_yaml,
+from zoo.config import (ConfigError, TrainConfig, apply_override, check_ranges, dump_yaml, load_yaml,
                         train_config_from_dict)
 from zoo.device import resolve_device
 from zoo.errors import UserError
 from zoo.train import distributed as D
-from zoo.train.checkpoint import load_matching, load_weights_only, model_state_from_file
+from zoo.train.checkpoint import load_matching, load_weights_only, model_state_from_file, remove_orphan_temps
 from zoo.train.logger import plot_loss_curves
 from zoo.train.loop import StepHook, Trainer
 from zoo.train.state import seed_everything
@@ -86,8 +86,11 @@ def train(cfg: TrainConfig, out: Path | str, resume: bool = False, on_step: Step
     Returns the run folder.
     """
     out = Path(out)
+    check_ranges(cfg)  # also for a config built in code or changed after loading (--epochs)
     device = resolve_device(cfg.device)
     dist = D.init_from_env(device)
+    if dist.is_main:
+        remove_orphan_temps(out / "checkpoints")  # left by a process killed while writing a checkpoint
     if dist.enabled and device.type == "cuda":
         device = torch.device("cuda", dist.local_rank)
         torch.cuda.set_device(device)

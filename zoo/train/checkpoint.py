@@ -33,6 +33,17 @@ def save_atomic(obj: dict[str, Any], path: Path) -> None:
         raise
 
 
+def remove_orphan_temps(folder: Path) -> list[Path]:
+    """Delete the temp files (``.NAME.*`` beside ``NAME``) that a process killed inside
+    :func:`save_atomic` left in ``folder``; call it before a run (re)starts writing there."""
+    if not Path(folder).is_dir():
+        return []
+    orphans = [p for p in Path(folder).glob(".*.pt.*") if p.is_file()]
+    for path in orphans:
+        path.unlink(missing_ok=True)
+    return orphans
+
+
 def load_weights_only(path: Path | str) -> dict[str, Any]:
     """``torch.load(weights_only=True)`` with a one-line error naming the file."""
     p = Path(path)
