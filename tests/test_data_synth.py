@@ -128,7 +128,7 @@ def test_garments_carry_the_attributes_their_drawing_shows(synth_dir: Path) -> N
         assert all(attrs for _, cat, attrs in rows if cat in (SHIRT, TSHIRT, PANTS, SKIRT, DRESS))
 
 
-def test_data_stats_counts_attributes_per_category(synth_dir: Path) -> None:
+def test_data_stats_counts_attributes_per_category(synth_dir: Path, tmp_path: Path) -> None:
     import io
 
     from rich.console import Console
@@ -146,6 +146,9 @@ def test_data_stats_counts_attributes_per_category(synth_dir: Path) -> None:
     assert stats["attributes_per_category"][SKIRT][A_LINE] == len(skirts)  # every skirt is a-line
     assert SLEEVE not in stats["attributes_per_category"]  # parts carry none
     buffer = io.StringIO()
-    dataset_stats(synth_dir, console=Console(file=buffer, width=200))
+    dataset_stats(synth_dir, out_dir=tmp_path, console=Console(file=buffer, width=200))
     text = buffer.getvalue()
     assert "attributes per category" in text and "a-line 100%" in text
+    table = pd.read_csv(tmp_path / "attributes_per_category.csv")
+    skirt_rows = table[table.category_id == SKIRT].set_index("attribute_id")
+    assert skirt_rows.instances.to_dict() == dict(expected) and skirt_rows.loc[A_LINE, "share"] == 1.0

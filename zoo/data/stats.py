@@ -98,6 +98,21 @@ def _attribute_table(stats: dict[str, Any], source: Source, top: int = 8) -> Tab
     return table
 
 
+def write_attribute_csv(stats: dict[str, Any], source: Source, path: Path) -> Path:
+    """Every (category, attribute) pair with its instances and share of the category's attributed ones."""
+    import csv
+
+    names = {c.id: c.name for c in source.categories}
+    with path.open("w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["category_id", "category", "attribute_id", "attribute", "instances", "share"])
+        for cid, counts in stats["attributes_per_category"].items():
+            n = stats["attributed_per_category"][cid]
+            for aid, k in counts.items():
+                writer.writerow([cid, names.get(cid, ""), aid, source.attributes.get(aid, ""), k, f"{k / n:.4f}"])
+    return path
+
+
 def write_charts(stats: dict[str, Any], source: Source, out_dir: Path) -> list[Path]:
     """``category_counts.png``, ``image_sizes.png`` and ``masks_per_image.png`` in ``out_dir``."""
     import matplotlib
@@ -143,7 +158,8 @@ def write_charts(stats: dict[str, Any], source: Source, out_dir: Path) -> list[P
 
 def dataset_stats(data: str | Path, *, out_dir: str | Path | None = None, images: str | None = None,
                   console: Console | None = None) -> dict[str, Any]:
-    """Print the summary and per-category tables of ``data``; write PNG charts when ``out_dir``."""
+    """Print the summary, per-category and attribute tables of ``data``; write PNG charts (and
+    ``attributes_per_category.csv``) when ``out_dir``."""
     console = console or Console()
     source = read_source(data, images=images)
     stats = compute_stats(source)
@@ -152,6 +168,9 @@ def dataset_stats(data: str | Path, *, out_dir: str | Path | None = None, images
     if stats["attributes_per_category"]:
         console.print(_attribute_table(stats, source))
     if out_dir is not None:
-        for path in write_charts(stats, source, Path(out_dir)):
+        written = write_charts(stats, source, Path(out_dir))
+        if stats["attributes_per_category"]:
+            written.append(write_attribute_csv(stats, source, Path(out_dir) / "attributes_per_category.csv"))
+        for path in written:
             console.print(f"wrote {path}")
     return stats
