@@ -228,3 +228,31 @@ def test_metrics_say_when_attributes_cannot_be_scored() -> None:
     assert attribute_metrics(one_image_gt([[]], [1]), det) is None
     with pytest.raises(DataError, match="results row 0: attribute id 99"):
         attribute_metrics(gt, [{**det[0], "attribute_ids": [99]}])
+
+
+def test_a_model_with_attribute_predictions_is_scored_and_its_files_score_the_same(tmp_path) -> None:
+    """An untrained UNet with its attribute head on 3 synthetic photos: metrics.json's attribute
+    scores are what the written gt.json and results_segm.json give, with zoo's evaluator and with
+    the official one."""
+    import torch
+
+    from zoo.adapter import build_with_attributes, get_adapter
+    from zoo.attributes import attribute_space
+    from zoo.build import model_config
+    from zoo.config import DataConfig
+    from zoo.data.dataset import open_dataset
+    from zoo.data.synth import write_synthetic
+    from zoo.metrics.evaluate import evaluate_adapter
+
+    ds = open_dataset(DataConfig(source=str(write_synthetic(tmp_path / "synth", n=3, size=64, seed=1)), max_size=64))
+    torch.manual_seed(0)
+    adapter = build_with_attributes(get_adapter("unet"), model_config("unet"), len(ds.categories), attribute_space(ds))
+    metrics = evaluate_adapter(adapter, ds, [0, 1, 2], batch_size=2, out_dir=tmp_path / "eval")
+    gt = json.loads((tmp_path / "eval" / "gt.json").read_text())
+    results = json.loads((tmp_path / "eval" / "results_segm.json").read_text())
+    assert len(gt["attributes"]) == 92 and any(a["attribute_ids"] for a in gt["annotations"])
+    assert results and all("attribute_ids" in r for r in results)
+    written = json.loads((tmp_path / "eval" / "metrics.json").read_text())["attributes"]
+    assert written["scored"] and written == json.loads(json.dumps(metrics["attributes"]))
+    assert written == json.loads(json.dumps(attribute_metrics(gt, results)))
+    assert_same_stats(written, reference(gt, results))

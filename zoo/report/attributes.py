@@ -86,7 +86,7 @@ def attribute_blocks(results: Sequence[ModelResult]) -> list[Any]:
         "AP (IoU+F1) is Fashionpedia's measure: a detection is a true positive only when its mask IoU "
         "and the F1 of its attribute set against the ground truth's both reach their thresholds (IoU "
         ".50:.95 by F1 .50:.95, averaged), computed as the official Fashionpedia evaluator does. "
-        + (f"F1 applies to the categories with attributes ({', '.join(first['categories_with_f1'])}); the others "
+        + (f"F1 applies to the categories with attributes ({'; '.join(first['categories_with_f1'])}); the others "
            "are scored on mask IoU alone. " if first else "")
         + f"`{NOT_PREDICTED}`: the model predicts no attributes."), attribute_summary_table(results)]
     table = per_attribute_table(results)
