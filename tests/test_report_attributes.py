@@ -120,7 +120,6 @@ def test_zoo_eval_reports_ap_iou_f1_from_files(tmp_path: Path) -> None:
     gt = ground_truth()
     (tmp_path / "gt.json").write_text(json.dumps(gt))
     (tmp_path / "pred.json").write_text(json.dumps(predictions(gt, [[1, 3], [], [1], []])))
-    (tmp_path / "plain.json").write_text(json.dumps(predictions(gt, None)))
     cli = [sys.executable, str(REPO / "cli.py"), "eval", "--gt", "gt.json"]
     proc = subprocess.run([*cli, "--pred", "pred.json", "--out", "m.json"], cwd=tmp_path, capture_output=True,
                           text=True, timeout=300)
@@ -128,7 +127,14 @@ def test_zoo_eval_reports_ap_iou_f1_from_files(tmp_path: Path) -> None:
     assert "AP (IoU+F1)" in proc.stdout and "long sleeve" in proc.stdout
     written = json.loads((tmp_path / "m.json").read_text())["attributes"]
     assert written["scored"] and abs(written["iou_f1"]["AP"] - rs_half_ap()) < 1e-12
-    proc = subprocess.run([*cli, "--pred", "plain.json", "--out", "p.json"], cwd=tmp_path, capture_output=True,
-                          text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr
-    assert "attributes: not scored (the predictions carry no attribute_ids)" in proc.stdout
+
+
+def test_zoo_eval_says_when_predictions_carry_no_attributes(tmp_path: Path, capsys) -> None:
+    from zoo.metrics.cli_eval import eval_files
+
+    gt = ground_truth()
+    (tmp_path / "gt.json").write_text(json.dumps(gt))
+    (tmp_path / "plain.json").write_text(json.dumps(predictions(gt, None)))
+    metrics = eval_files(tmp_path / "gt.json", tmp_path / "plain.json", out=None, backend="faster")
+    assert metrics["attributes"] == {"scored": False, "reason": "the predictions carry no attribute_ids"}
+    assert "attributes: not scored (the predictions carry no attribute_ids)" in capsys.readouterr().out
