@@ -226,6 +226,9 @@ def test_metrics_say_when_attributes_cannot_be_scored() -> None:
     det = [{k: gt["annotations"][0][k] for k in ("image_id", "category_id", "segmentation")} | {"score": 0.5}]
     assert attribute_metrics(gt, det) == {"scored": False, "reason": "the predictions carry no attribute_ids"}
     assert attribute_metrics(one_image_gt([[]], [1]), det) is None
+    # A model with an attribute head that detected nothing scores 0, not "not scored".
+    nothing = attribute_metrics(gt, [], predicts=True)
+    assert nothing["scored"] and nothing["iou_f1"]["AP"] == 0.0 and nothing["per_attribute"]["attr1"]["n_gt"] == 1
     with pytest.raises(DataError, match="results row 0: attribute id 99"):
         attribute_metrics(gt, [{**det[0], "attribute_ids": [99]}])
 

@@ -300,13 +300,16 @@ def detection_areas(gt: dict[str, Any], results: Sequence[dict[str, Any]]) -> np
     return np.array(areas + [0.0])
 
 
-def attribute_metrics(gt: dict[str, Any], results: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
+def attribute_metrics(gt: dict[str, Any], results: Sequence[dict[str, Any]],
+                      predicts: bool | None = None) -> dict[str, Any] | None:
     """What ``metrics.json`` holds under ``"attributes"``: ``None`` when the ground truth has no
-    attributes; ``{"scored": False, "reason"}`` when the predictions carry none; otherwise
-    :func:`evaluate_attributes` with ``"scored": True``. Rows without ``attribute_ids`` among rows
-    with them predict no attribute."""
+    attributes; ``{"scored": False, "reason"}`` when the model predicts none; otherwise
+    :func:`evaluate_attributes` with ``"scored": True``. ``predicts`` says whether the model has
+    an attribute head (``None``: whether the rows carry ``attribute_ids``), so a model with one
+    that detected nothing scores 0, not "-". Rows without ``attribute_ids`` among rows with them
+    predict no attribute."""
     if not has_attributes(gt):
         return None
-    if not predicts_attributes(results):
+    if not (predicts_attributes(results) if predicts is None else predicts):
         return {"scored": False, "reason": "the predictions carry no attribute_ids"}
     return {"scored": True, **evaluate_attributes(gt, results)}

@@ -185,7 +185,7 @@ def evaluate_adapter(adapter: Adapter, dataset: Any, indices: Sequence[int], *, 
     gt = prepare_gt(headline.gt(evaluation.categories, attributes))  # boxes and areas filled in
     scores = score_coco(gt, headline.results, backend)
     metrics = scores.metrics
-    attribute_scores = attribute_metrics(gt, headline.results)
+    attribute_scores = attribute_metrics(gt, headline.results, predicts=adapter.num_attributes > 0)
     if attribute_scores is not None:
         metrics["attributes"] = attribute_scores
     ious = evaluation.semantic.per_category_iou()
