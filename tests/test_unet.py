@@ -247,7 +247,7 @@ def test_zoo_train_unet_with_another_arch_trains_and_scores(arch: str, synth_dir
     import yaml
     from typer.testing import CliRunner
 
-    from cli import app
+    from zoo.cli import app
 
     args = ["train", "unet", "--data", str(synth_dir), "--out", str(tmp_path / "run"), "--steps-per-epoch", "1",
             "--epochs", "1", "--batch-size", "2", "--device", "cpu", "--set", f"model.arch={arch}",
@@ -308,3 +308,30 @@ def test_instance_scores_rank_true_blobs_first_and_spread_below_one_half() -> No
     assert min(means) > 0.5  # the old score could not fall below the threshold
     scores = [s for s, _ in components(prob[0].numpy(), threshold=0.5, min_area=16, opening=0)]
     assert sorted(range(n), key=lambda k: scores[k]) == sorted(range(n), key=lambda k: means[k])
+
+
+def test_component_attributes_are_the_mean_of_the_maps_over_the_component() -> None:
+    from zoo.semantic import component_attributes
+
+    maps = torch.zeros(2, 4, 4)
+    maps[0, :2, :2], maps[0, 2:, 2:], maps[1] = 0.8, 0.2, 0.5
+    masks = torch.zeros(2, 8, 8, dtype=torch.bool)  # at twice the maps' resolution
+    masks[0, :4, :4] = True  # the maps' top-left 2 x 2
+    masks[1, 4:, :] = True  # the maps' bottom half: two cells of 0.2, two of 0
+    out = component_attributes(masks, maps)
+    assert torch.allclose(out, torch.tensor([[0.8, 0.5], [0.1, 0.5]]))
+    assert component_attributes(masks[:0], maps).shape == (0, 2)
+
+
+def test_attribute_maps_hold_the_garment_attributes_on_its_pixels_only() -> None:
+    from zoo.attributes import AttributeSpace
+    from zoo.semantic import attribute_maps
+
+    space = AttributeSpace(ids=(5, 61, 72), names=("knee", "plain", "stripe"), labels=(1,))
+    masks = torch.zeros(3, 8, 8, dtype=torch.uint8)
+    masks[0, :4], masks[1, 4:], masks[2, :, :2] = 1, 1, 1
+    target = {"masks": masks, "labels": torch.tensor([1, 1, 2]), "attributes": [[5, 72], [], [61]]}
+    maps, teach = attribute_maps([target], space, [(8, 8)], (8, 8), torch.device("cpu"))
+    # Only the first garment teaches: the second has no attributes, the third's category carries none.
+    assert teach[0].equal(masks[0].bool())
+    assert maps[0, :, :4].sum(dim=(1, 2)).tolist() == [32.0, 0.0, 32.0] and maps[0, :, 4:].sum() == 0
