@@ -149,7 +149,7 @@ def test_a_throw_away_adapter_file_passes_the_contract_and_trains(
 def train_one_step(run: Path, data: Path) -> None:
     from typer.testing import CliRunner
 
-    from cli import app
+    from zoo.cli import app
 
     result = CliRunner().invoke(app, ["train", NAME, "--data", str(data), "--out", str(run), "--steps-per-epoch",
                                       "1", "--device", "cpu", "--set", "eval_limit=2"])

@@ -34,7 +34,7 @@ UNWRITABLE = Path("/sys/zoo-bad-input")  # a folder no process may create, root 
 def zoo(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "COLUMNS": "400", "PYTHONWARNINGS": "ignore", "PYTHONPATH": str(REPO),
            "PYTHONIOENCODING": "utf-8"}
-    return subprocess.run([sys.executable, "-m", "cli", *args], cwd=cwd, env=env, capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "zoo.cli", *args], cwd=cwd, env=env, capture_output=True, text=True,
                           timeout=300)
 
 

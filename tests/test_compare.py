@@ -28,7 +28,7 @@ def run_dir(compared: Path, name: str, seed: int = 0) -> Path:
 
 def zoo(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     env = dict(os.environ, ZOO_HOME=str(cwd / "zoo_home"), PYTHONPATH=str(REPO))
-    return subprocess.run([sys.executable, "-m", "cli", *args], cwd=cwd, env=env, capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "zoo.cli", *args], cwd=cwd, env=env, capture_output=True, text=True,
                           timeout=1200)
 
 
@@ -206,7 +206,7 @@ def test_html_report_from_existing_runs_is_self_contained(compared: Path) -> Non
 def test_bad_input_is_one_line_exit_2(tmp_path: Path, args: list[str], message: str) -> None:
     from typer.testing import CliRunner
 
-    from cli import app
+    from zoo.cli import app
 
     result = CliRunner().invoke(app, ["compare", "--out", str(tmp_path / "out"), *args])
     assert result.exit_code == 2, result.output

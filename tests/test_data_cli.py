@@ -16,7 +16,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 def zoo(*args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "COLUMNS": "200", "PYTHONWARNINGS": "ignore"}
-    return subprocess.run([sys.executable, "-m", "cli", "data", *args], cwd=REPO, env=env,
+    return subprocess.run([sys.executable, "-m", "zoo.cli", "data", *args], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=300)
 
 
@@ -69,7 +69,7 @@ def test_prepare_writes_a_cache(cli_synth: Path, tmp_path: Path) -> None:
 
 
 def test_in_process_clean_check_and_one_line_errors(cli_synth: Path, tmp_path: Path) -> None:
-    from cli import app
+    from zoo.cli import app
 
     runner = CliRunner()
     assert runner.invoke(app, ["data", "check", str(cli_synth)]).exit_code == 0

@@ -142,7 +142,7 @@ def test_unknown_config_key_is_an_error_with_a_hint(synth_dir):
 
 def _zoo(*args: str, **kw) -> subprocess.Popen:
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    return subprocess.Popen([sys.executable, "-m", "cli", *args], cwd=REPO, env=env,
+    return subprocess.Popen([sys.executable, "-m", "zoo.cli", *args], cwd=REPO, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
 
 

@@ -15,7 +15,7 @@ from torch import Tensor, nn
 from typer.testing import CliRunner
 
 import zoo.adapters  # noqa: F401  (fills the registry)
-from cli import app
+from zoo.cli import app
 from zoo.adapter import Adapter, available_adapters
 from zoo.build import build_adapter
 from zoo.errors import UserError
@@ -119,7 +119,7 @@ def test_every_adapter_is_timed(name: str) -> None:
 @pytest.mark.parametrize("name", available_adapters()[:1])
 def test_bench_cli_subprocess_writes_json(name: str, tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
-    proc = subprocess.run([sys.executable, "-m", "cli", "bench", name, "--size", "64", "--iters", "2",
+    proc = subprocess.run([sys.executable, "-m", "zoo.cli", "bench", name, "--size", "64", "--iters", "2",
                            "--warmup", "1", "--batch-size", "2", "--threads", "1", "--out", str(out)],
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]

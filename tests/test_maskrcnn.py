@@ -237,13 +237,13 @@ def test_cpu_preset_config_is_the_dataclass_default() -> None:
 # ---------------------------------------------------------------- command line
 def test_cli_trains_and_evaluates_a_run(tmp_path: Path, synth_dir: Path) -> None:
     run = tmp_path / "run"
-    train = [sys.executable, "-m", "cli", "train", "maskrcnn", "--data", str(synth_dir), "--limit", "4",
+    train = [sys.executable, "-m", "zoo.cli", "train", "maskrcnn", "--data", str(synth_dir), "--limit", "4",
              "--epochs", "1", "--steps-per-epoch", "1", "--out", str(run), "--set", "eval_limit=1"]
     done = subprocess.run(train, cwd=REPO, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     assert (run / "checkpoints" / "last.pt").is_file() and (run / "config.yaml").is_file()
     metrics = tmp_path / "metrics.json"
-    evaluate = [sys.executable, "-m", "cli", "eval", str(run), "--out", str(metrics)]
+    evaluate = [sys.executable, "-m", "zoo.cli", "eval", str(run), "--out", str(metrics)]
     done = subprocess.run(evaluate, cwd=REPO, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     m = json.loads(metrics.read_text())
@@ -265,7 +265,7 @@ def test_cli_trains_and_evaluates_a_run(tmp_path: Path, synth_dir: Path) -> None
 
 
 def test_cli_reports_a_bad_model_key_in_one_line(tmp_path: Path) -> None:
-    cmd = [sys.executable, "-m", "cli", "train", "maskrcnn", "--out", str(tmp_path / "run"),
+    cmd = [sys.executable, "-m", "zoo.cli", "train", "maskrcnn", "--out", str(tmp_path / "run"),
            "--set", "model.anchor_size=[8]"]
     done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert done.returncode == 2

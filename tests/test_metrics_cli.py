@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from cli import app
+from zoo.cli import app
 
 SAMPLE = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "fashionpedia-sample"
 
@@ -23,7 +23,7 @@ def fashionpedia_sample() -> Path:
 
 
 def zoo(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "cli", *args], cwd=cwd, capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "zoo.cli", *args], cwd=cwd, capture_output=True, text=True,
                           timeout=600)
 
 
