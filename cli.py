@@ -12,6 +12,20 @@ app = typer.Typer(help="Train, evaluate and compare instance-segmentation models
 data_app = typer.Typer(help="Read, check, convert and describe datasets.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 
+
+def _print_version(value: bool) -> None:
+    if value:
+        from zoo import __version__
+
+        typer.echo(f"zoo {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True,
+                                               help="Print zoo's version and exit.")] = False) -> None:
+    """Train, evaluate and compare instance-segmentation models on fashion photos."""
+
 DataArg = Annotated[str, typer.Argument(help="Dataset: an iMaterialist folder or a COCO JSON file.")]
 ImagesOpt = Annotated[Optional[str], typer.Option("--images", help="Image folder for a COCO JSON.")]
 RleBaseOpt = Annotated[int, typer.Option("--rle-base",
@@ -120,7 +134,8 @@ def train(
     device: Annotated[Optional[str], typer.Option(help="auto, cpu, cuda, cuda:N.")] = None,
     limit: Annotated[Optional[int], typer.Option(help="Use only the first N images.")] = None,
     out: Annotated[Optional[Path], typer.Option(help="Run folder (default runs/ADAPTER-TIME).")] = None,
-    resume: Annotated[bool, typer.Option(help="Continue the run in --out from its last checkpoint.")] = False,
+    resume: Annotated[bool, typer.Option(help="Continue the run in --out from its last checkpoint; --epochs, "
+                                              "--set stages=... extend its plan.")] = False,
     set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override: key.sub=value (repeatable).")] = None,
 ) -> None:
     """Train an adapter (staged, checkpointed, resumable; DDP under torchrun)."""
@@ -137,7 +152,7 @@ def train(
 
 @app.command("eval")
 def evaluate(
-    run: Annotated[Optional[Path], typer.Argument(help="A run folder to evaluate.")] = None,
+    run: Annotated[Optional[Path], typer.Argument(help="A run folder or checkpoint file to evaluate.")] = None,
     gt: Annotated[Optional[Path], typer.Option(help="Ground truth: COCO JSON, iMaterialist CSV or dataset "
                                                     "folder.")] = None,
     pred: Annotated[Optional[Path], typer.Option(help="Predictions: COCO results JSON, scored COCO dataset JSON "
@@ -166,7 +181,7 @@ def evaluate(
 
 @app.command("bench")
 def bench(
-    target: Annotated[str, typer.Argument(help="Adapter name or run folder.")],
+    target: Annotated[str, typer.Argument(help="Adapter name, run folder or checkpoint file.")],
     device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
     size: Annotated[int, typer.Option(help="Square input side in pixels.")] = 512,
     batch_size: Annotated[int, typer.Option(help="Images per forward.")] = 1,
@@ -223,7 +238,7 @@ def compare(
 
 @app.command("predict")
 def predict(
-    run: Annotated[Path, typer.Argument(help="A trained run folder.")],
+    run: Annotated[Path, typer.Argument(help="A trained run folder or checkpoint file (best.pt).")],
     inputs: Annotated[list[Path], typer.Argument(help="Images or folders of images.")],
     out: Annotated[Path, typer.Option(help="Output folder.")] = Path("runs/predict"),
     score_threshold: Annotated[float, typer.Option(help="Keep detections above this score.")] = 0.5,

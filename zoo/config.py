@@ -127,7 +127,8 @@ class TrainConfig:
     best_metric: Literal["val_loss", "segm_AP", "segm_AP50", "last"] = "val_loss"
     patience: int | None = None  # early stopping: epochs without improvement
     eval_limit: int | None = 50  # validation images scored for AP each epoch (None: all)
-    pretrained: str | None = None  # local weights: torchvision/timm state dict or zoo checkpoint
+    pretrained: str | None = None  # whole-model weights: torchvision:<Weights>.<NAME>, timm:<model>.<tag> or a file (zoo.weights)
+    backbone_weights: str | None = None  # the backbone's alone (e.g. torchvision:ResNet50_Weights.IMAGENET1K_V2), loaded first
     tensorboard: bool = False
     log_every: int = 10  # steps between step rows in metrics.csv
     checkpoint_every: int | None = None  # steps between mid-epoch `last` checkpoints

@@ -26,8 +26,8 @@ def _run_indices(loaded: Any, split: str, n_images: int) -> list[int]:
 
 def eval_run(run: Path, *, data: str | None, split: str, limit: int | None, out: Path | None,
              backend: str, resolution: str = "original") -> dict[str, Any]:
-    """Score the run's model on its own ``split`` (or on every image of ``data``), at the photos'
-    original resolution unless ``resolution="input"`` (see :mod:`zoo.metrics.evaluate`).
+    """Score the model of ``run`` (a run folder or a checkpoint file) on its own ``split`` (or on
+    every image of ``data``, whose categories must be the checkpoint's), at the photos' original resolution unless ``resolution="input"`` (see :mod:`zoo.metrics.evaluate`).
 
     Writes metrics.json, results.json, results_segm.json, gt.json, confusion CSV/PNG and PR curves
     into RUN/eval/, or beside ``out``.
@@ -35,19 +35,15 @@ def eval_run(run: Path, *, data: str | None, split: str, limit: int | None, out:
     import torch
 
     from zoo.metrics.evaluate import evaluate_adapter
-    from zoo.train.run import load_run
+    from zoo.train.run import load_run, open_matching_dataset
 
     loaded = load_run(Path(run))
-    dataset = loaded.dataset
     if data is None:
+        dataset = loaded.dataset  # the run's own, checked to have the checkpoint's categories
         indices = _run_indices(loaded, split, len(dataset))
     else:
-        from zoo.data.dataset import open_dataset
-
-        dataset = open_dataset(dataclasses.replace(loaded.cfg.data, source=data, cache=None, limit=None))
-        if len(dataset.categories) != loaded.adapter.num_classes:
-            raise UserError(f"{data}: {len(dataset.categories)} categories, but the run's model "
-                            f"predicts {loaded.adapter.num_classes}")
+        dataset = open_matching_dataset(loaded, dataclasses.replace(loaded.cfg.data, source=data, cache=None,
+                                                                    limit=None))
         # The run's split indexes its own dataset; another dataset is scored whole.
         indices = list(range(len(dataset)))
         split = "all"
@@ -55,7 +51,9 @@ def eval_run(run: Path, *, data: str | None, split: str, limit: int | None, out:
         indices = indices[:limit]
     if not indices:
         raise UserError(f"{run}: no images to evaluate in split {split!r}")
-    target = metrics_path(out, Path(run) / "eval")
+    # A run folder keeps its evaluation inside; a bare checkpoint file gets a folder beside it.
+    base = loaded.path / "eval" if loaded.path.is_dir() else loaded.path.with_name(f"{loaded.path.stem}-eval")
+    target = metrics_path(out, base)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     metrics = evaluate_adapter(loaded.adapter, dataset, indices, device=device,
                                batch_size=loaded.cfg.batch_size, out_dir=target.parent,

@@ -341,14 +341,16 @@ def time_interleaved(adapters: dict[str, Adapter], photos: Sequence[np.ndarray],
 
 # ---------------------------------------------------------------- `zoo bench`
 def load_target(target: str, backbone: str | None = None) -> Adapter:
-    """A run folder's trained adapter, or a freshly built registered adapter (default config,
-    ``backbone`` overriding its backbone/encoder field)."""
+    """A run folder's (or checkpoint file's) trained adapter, or a freshly built registered
+    adapter (default config, ``backbone`` overriding its backbone/encoder field)."""
     import dataclasses
 
     from zoo.adapter import available_adapters, get_adapter
     from zoo.build import build_adapter
 
-    if Path(target).is_dir():
+    from zoo.train.checkpoint import is_checkpoint_file
+
+    if Path(target).is_dir() or is_checkpoint_file(target):
         if backbone is not None:
             raise UserError(f"{target}: --backbone applies to adapter names; a run keeps its trained backbone")
         from zoo.train.run import load_run
@@ -408,7 +410,9 @@ def bench_from_cli(target: str, *, device: str, size: int, batch_size: int, iter
     runtimes.check_runtime(runtime)
     if runtime != "torch" and amp != "none":
         raise UserError(f"--amp {amp} is PyTorch autocast; the {runtime} runtime runs the exported fp32 network")
-    if Path(target).is_file():
+    from zoo.train.checkpoint import is_checkpoint_file
+
+    if Path(target).is_file() and not is_checkpoint_file(target):  # a checkpoint file is a trained run
         exported = runtimes.load_exported(Path(target), device, threads)
         if runtime not in ("torch", exported.runtime):
             raise UserError(f"{target}: exported as {exported.meta['format']}; time it with --runtime {exported.runtime}")

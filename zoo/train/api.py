@@ -18,10 +18,12 @@ from zoo.config import (ConfigError, TrainConfig, apply_override, check_ranges, 
 from zoo.device import resolve_device
 from zoo.errors import UserError
 from zoo.train import distributed as D
-from zoo.train.checkpoint import load_matching, load_weights_only, model_state_from_file, remove_orphan_temps
+from zoo.train.checkpoint import load_matching, load_weights_only, remove_orphan_temps
 from zoo.train.logger import plot_loss_curves
 from zoo.train.loop import StepHook, Trainer
+from zoo.train.run import checkpoint_meta
 from zoo.train.state import seed_everything
+
 
 def _presets_folder() -> Path:
     """``$ZOO_CONFIGS``, else the presets shipped as package data (``configs/`` installs as ``zoo.configs``)."""
@@ -71,11 +73,18 @@ def split_seed(cfg: TrainConfig) -> int:
     return cfg.seed if cfg.data.split_seed is None else cfg.data.split_seed
 
 
-def _load_pretrained(adapter: Any, path: str) -> dict[str, list[str]]:
-    state = adapter.adapt_pretrained(model_state_from_file(path))
+WEIGHT_KEYS = ("backbone_weights", "pretrained")  # loaded in this order: a whole model's weights win
+
+
+def _load_pretrained(adapter: Any, spec: str, key: str = "pretrained") -> dict[str, list[str]]:
+    """Load the weights ``spec`` names (a file, ``torchvision:...`` or ``timm:...``: zoo.weights)
+    into ``adapter`` where names and shapes match; returns :func:`load_matching`'s report."""
+    from zoo.weights import load_weights
+
+    state = adapter.adapt_pretrained(load_weights(spec, key))
     report = load_matching(adapter, state)
     if not report["loaded"]:
-        raise UserError(f"{path}: no tensor matches the {adapter.name} model's names and shapes")
+        raise UserError(f"{key}: {spec}: no tensor matches the {adapter.name} model's names and shapes")
     return report
 
 
@@ -87,6 +96,8 @@ def train(cfg: TrainConfig, out: Path | str, resume: bool = False, on_step: Step
     """
     out = Path(out)
     check_ranges(cfg)  # also for a config built in code or changed after loading (--epochs)
+    # Before the data is opened: a change that cannot apply to the run is refused first.
+    resume_from, changes = _resume_plan(out, cfg) if resume else (None, {})
     device = resolve_device(cfg.device)
     dist = D.init_from_env(device)
     if dist.is_main:
@@ -96,19 +107,27 @@ def train(cfg: TrainConfig, out: Path | str, resume: bool = False, on_step: Step
         torch.cuda.set_device(device)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
+    if dist.is_main and not resume:  # a missing weights file fails before the data is read
+        from zoo.weights import resolve_weights
+
+        for key in WEIGHT_KEYS:
+            if getattr(cfg, key):
+                resolve_weights(getattr(cfg, key), key)
     seed_everything(cfg.seed)
     dataset, split = _prepare_run(cfg, dist)
     adapter = build_with_attributes(get_adapter(cfg.adapter), cfg.model, len(dataset.categories),
                                     attribute_space(dataset)).to(device)
     trainer = Trainer(cfg, adapter, dataset, split, out, device, dist, on_step)
-    if resume:
-        _resume(trainer, out, device, dist)
+    trainer.checkpoint_meta = checkpoint_meta(cfg, dataset, split, adapter)
+    if resume_from is not None:
+        _resume(trainer, out, device, dist, resume_from, changes)
     elif dist.is_main:
         _write_run_header(cfg, out, dataset, split)
-        if cfg.pretrained:
-            report = _load_pretrained(adapter, cfg.pretrained)
-            _note(out, "pretrained", {k: (v if k != "loaded" else len(v)) for k, v in report.items()})
-    if dist.enabled and not resume and cfg.pretrained:
+        for key in WEIGHT_KEYS:
+            if getattr(cfg, key):
+                report = _load_pretrained(adapter, getattr(cfg, key), key)
+                _note(out, key, {k: (v if k != "loaded" else len(v)) for k, v in report.items()})
+    if dist.enabled and not resume and any(getattr(cfg, k) for k in WEIGHT_KEYS):
         _broadcast_weights(adapter)
     summary = trainer.run()
     if dist.is_main:
@@ -118,21 +137,38 @@ def train(cfg: TrainConfig, out: Path | str, resume: bool = False, on_step: Step
     return out
 
 
-def _resume(trainer: Trainer, out: Path, device: torch.device, dist: D.DistInfo) -> None:
-    """Load ``out/checkpoints/last.pt`` into ``trainer``; rank 0 says where the run continues."""
+def _resume_plan(out: Path, cfg: TrainConfig) -> tuple[dict[str, Any], dict[str, tuple[Any, Any]]]:
+    """``out/checkpoints/last.pt`` and the changes from the run's config to ``cfg``, when the
+    run can continue with them (:func:`zoo.train.resume.check_resumable`)."""
+    from zoo.train.resume import check_resumable
+    from zoo.train.run import read_run_config
+
     last = out / "checkpoints" / "last.pt"
     if not last.is_file():
         raise UserError(f"{out}: nothing to resume (no checkpoints/last.pt)")
-    trainer.resume_from(load_weights_only(last))
+    ckpt = load_weights_only(last)
+    return ckpt, check_resumable(read_run_config(out), cfg, ckpt["state"], out)
+
+
+def _resume(trainer: Trainer, out: Path, device: torch.device, dist: D.DistInfo, ckpt: dict[str, Any],
+            changes: dict[str, tuple[Any, Any]]) -> None:
+    """Load ``ckpt`` (the run's last.pt) into ``trainer``; rank 0 records the plan's changes in
+    config_history.json and config.yaml, and says where the run continues."""
+    trainer.resume_from(ckpt)
     trainer.adapter.to(device)
     if dist.is_main:
         from rich.console import Console
 
+        from zoo.train.resume import record_changes
+
         st = trainer.state
-        # soft_wrap: the checkpoint path stays on one line in logs, however narrow the console.
-        Console(stderr=True, soft_wrap=True).print(
-            f"resumed at step {st.global_step} (stage {st.stage + 1}, {st.step_in_epoch} steps into its epoch) "
-            f"from {last}")
+        console = Console(stderr=True, soft_wrap=True)  # soft_wrap: paths stay on one line in logs
+        if changes:
+            record_changes(out, changes, ckpt["state"])
+            dump_yaml(trainer.cfg, out / "config.yaml")
+            console.print("resumed with a changed plan: " + ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in changes.items()))
+        console.print(f"resumed at step {st.global_step} (stage {st.stage + 1}, {st.step_in_epoch} steps into its "
+                      f"epoch) from {out / 'checkpoints' / 'last.pt'}")
 
 
 def _broadcast_weights(adapter: torch.nn.Module) -> None:
@@ -191,26 +227,39 @@ def cli_overrides(*, data: str | None, epochs: int | None, steps_per_epoch: int 
 def train_from_cli(adapter: str, *, data: str | None, config: Path | None, preset: str, epochs: int | None,
                    steps_per_epoch: int | None, batch_size: int | None, device: str | None, limit: int | None,
                    out: Path | None, resume: bool, overrides: list[str]) -> Path:
-    """`zoo train`: resolve the config (or the run's own on --resume) and train."""
+    """`zoo train`: resolve the config (on --resume: the run's own, with the flags and --set
+    applied, so a finished run can be extended) and train."""
+    flags = cli_overrides(data=data, epochs=epochs, steps_per_epoch=steps_per_epoch,
+                          batch_size=batch_size, device=device, limit=limit) + list(overrides)
     if resume:
         if out is None:
             raise UserError("--resume needs --out RUN_FOLDER")
-        cfg = train_config_from_dict(load_yaml(out / "config.yaml"), get_adapter(adapter).config_cls,
-                                     f"{out / 'config.yaml'}:")
+        cfg = _resumed_config(adapter, out, flags)
     else:
-        flags = cli_overrides(data=data, epochs=epochs, steps_per_epoch=steps_per_epoch,
-                              batch_size=batch_size, device=device, limit=limit)
-        cfg = load_train_config(adapter, config, preset, flags + list(overrides))
-        if epochs is not None:
-            cfg = dataclasses.replace(cfg, stages=tuple(dataclasses.replace(s, epochs=epochs) for s in cfg.stages))
+        cfg = load_train_config(adapter, config, preset, flags)
         out = out or Path("runs") / f"{adapter}-{time.strftime('%Y%m%d-%H%M%S')}"
         if (out / "checkpoints" / "last.pt").exists():
             raise UserError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
+    if epochs is not None:
+        cfg = dataclasses.replace(cfg, stages=tuple(dataclasses.replace(s, epochs=epochs) for s in cfg.stages))
     run = train(cfg, out, resume=resume)
     from rich.console import Console
 
     Console(stderr=True).print(f"run folder: {run}")
     return run
+
+
+def _resumed_config(adapter: str, out: Path, overrides: list[str]) -> TrainConfig:
+    """The run's config.yaml with ``overrides`` applied; the run must be one of ``adapter``."""
+    if not (out / "checkpoints" / "last.pt").is_file():
+        raise UserError(f"{out}: nothing to resume (no checkpoints/last.pt)")
+    data = load_yaml(out / "config.yaml")
+    if data.get("adapter") != adapter:
+        raise UserError(f"{out}: this run is a {data.get('adapter')} run, not {adapter}; continue it with "
+                        f"`zoo train {data.get('adapter')} --out {out} --resume`")
+    for item in overrides:
+        apply_override(data, item)
+    return train_config_from_dict(data, get_adapter(adapter).config_cls, f"{out / 'config.yaml'}:")
 
 
 def interrupted_note(run: Path, adapter: str) -> str | None:

@@ -44,6 +44,19 @@ def remove_orphan_temps(folder: Path) -> list[Path]:
     return orphans
 
 
+def is_checkpoint_file(path: Path | str) -> bool:
+    """True for a ``torch.save`` file (a zoo checkpoint, a state dict); False for a TorchScript
+    archive (it also holds ``constants.pkl``), an ONNX file or anything else."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+    except (zipfile.BadZipFile, OSError):
+        return False
+    return any(n.endswith("/data.pkl") for n in names) and not any(n.endswith("/constants.pkl") for n in names)
+
+
 def load_weights_only(path: Path | str) -> dict[str, Any]:
     """``torch.load(weights_only=True)`` with a one-line error naming the file."""
     p = Path(path)

@@ -43,6 +43,7 @@ class Trainer:
         self.out, self.device, self.dist, self.on_step = out, device, dist, on_step
         self.state = TrainState()
         self.resume_ckpt: dict[str, Any] | None = None
+        self.checkpoint_meta: dict[str, Any] = {}  # saved with the weights (zoo.train.run.checkpoint_meta)
         self.resumed_at: int | None = None  # global step of the checkpoint a resumed run starts from
         self.stop_requested = False
         self.stopped_reason = "completed"
@@ -291,5 +292,6 @@ class Trainer:
             "scaler": self.scaler.state_dict(),
             "rng": rng if rng is not None else capture_rng(),
             "state": self.state.as_dict(),
+            "meta": self.checkpoint_meta,
         }
         save_atomic(ckpt, self.out / "checkpoints" / f"{name}.pt")
