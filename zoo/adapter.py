@@ -198,7 +198,7 @@ def available_adapters() -> list[str]:
 def get_adapter(name: str) -> type[Adapter]:
     """The adapter class registered as ``name``; the error lists the valid names.
 
-    The registry is filled by ``import adapters`` (done by ``cli.py`` and the tests); zoo itself
+    The registry is filled by ``import zoo.adapters`` (done by ``cli.py`` and the tests); zoo itself
     never imports adapters.
     """
     if name not in _REGISTRY:
