@@ -41,6 +41,7 @@ def compared(tmp_path_factory: pytest.TempPathFactory) -> Path:
     data = write_synthetic(root / "tiny", n=12, size=64, seed=3)
     proc = zoo("compare", "--data", str(data), "--out", str(root / "out"), "--report", "md", *TINY, cwd=root)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    (root / "out" / "console.txt").write_text(proc.stderr)
     return root / "out"
 
 
@@ -65,15 +66,32 @@ def md_tables(text: str) -> list[list[list[str]]]:
     return tables
 
 
-def table_with(tables: list[list[list[str]]], first_header: str, second: str | None = None) -> list[dict[str, str]]:
+def table_with(tables: list[list[list[str]]], first_header: str, second: str | None = None,
+               third: str | None = None) -> list[dict[str, str]]:
     for t in tables:
-        if t[0][0] == first_header and (second is None or t[0][1] == second):
+        if t[0][0] == first_header and (second is None or t[0][1] == second) and (
+                third is None or (len(t[0]) > 2 and t[0][2] == third)):
             return [dict(zip(t[0], row)) for row in t[1:]]
     raise AssertionError(f"no table starting with {first_header!r}")
 
 
 def ap(value: float) -> str:
     return "n/a" if value < 0 else f"{value:.3f}"
+
+
+def test_every_model_is_scored_on_attributes_in_the_report_and_the_console(compared: Path) -> None:
+    """The embedded data carries attributes, so each family's head is on and scored by AP (IoU+F1)."""
+    text = (compared / "report.md").read_text()
+    assert "## Attributes" in text and "Most accurate by AP (IoU+F1)" in text
+    rows = table_with(md_tables(text), "model", "mask AP", "AP (IoU+F1)")
+    assert [r["model"] for r in rows] == COMPARED
+    for row in rows:
+        scores = json.loads((compared / "models" / row["model"] / "metrics.json").read_text())["attributes"]
+        assert scores["scored"], row["model"]
+        assert row["AP (IoU+F1)"] == ap(scores["iou_f1"]["AP"])
+    assert table_with(md_tables(text), "attribute", "instances")  # per-attribute F1, one column per model
+    console = (compared / "console.txt").read_text()
+    assert "IoU+F1" in console.split("comparison")[-1]  # the summary table's column
 
 
 def test_report_tables_equal_the_metrics_files(compared: Path) -> None:
@@ -103,7 +121,7 @@ def test_report_tables_equal_the_metrics_files(compared: Path) -> None:
         for cat, cells in per_cat.items():
             assert cells[row["model"]] == ap(metrics["per_category"][cat]["AP"])
             assert cells["instances"] == str(metrics["per_category"][cat]["n_gt"])
-    boot = table_with(tables, "model", "mask AP")
+    boot = table_with(tables, "model", "mask AP", "95% interval")
     assert [r["model"] for r in boot] == names
     # The intervals are the paired bootstrap of the files each model's scoring wrote (the
     # compare.resamples=15 asked for, seed 0), recomputed here from those files alone.

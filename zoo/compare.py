@@ -168,10 +168,17 @@ def time_models(runs: dict[str, Any], eval_dirs: dict[str, Path], indices: list[
 
     first = next(iter(runs.values()))
     size, device = int(first.cfg.data.max_size), str(resolve_device(first.cfg.device))
+    picked = dataset_photos(first.dataset, indices, photos)
     with console.status(f"timing {', '.join(runs)} interleaved, {settings.latency_iters} iterations at {size} px"):
-        benches = time_interleaved({n: r.adapter for n, r in runs.items()}, dataset_photos(first.dataset, indices, photos),
+        benches = time_interleaved({n: r.adapter for n, r in runs.items()}, picked,
                                    size=size, device=device, iters=settings.latency_iters,
                                    warmup=settings.latency_warmup)
+    if set(settings.runtimes) != {"torch"}:  # compare.runtimes: every model on every runtime, timed together
+        from zoo.runtimes import add_runtime_latency
+
+        with console.status(f"exporting and timing on {', '.join(settings.runtimes)}"):
+            add_runtime_latency(benches, {n: r.adapter for n, r in runs.items()}, picked, settings.runtimes,
+                                size=size, device=device, iters=settings.latency_iters, warmup=settings.latency_warmup)
     for name, bench in benches.items():
         (eval_dirs[name] / "bench.json").write_text(json.dumps(bench, indent=1))
         low, high = bench["ms_median_ci"]
@@ -325,14 +332,23 @@ def _report(results: Sequence[ModelResult], ctx: Context, out: Path, fmt: str, d
 
 
 def print_summary(results: Sequence[ModelResult], console: Console) -> None:
+    """The comparison as a console table; AP (IoU+F1) joins it when the ground truth has attributes."""
     from rich.table import Table
 
+    from zoo.report.attributes import data_has_attributes, scored_attributes
+
+    with_attributes = data_has_attributes(results)
     table = Table(title="comparison")
-    for col in ("model", "mask AP", "AP50", "box AP", "latency (ms)", "images/s"):
+    columns = ("model", "mask AP", "AP50", "box AP", *(("AP (IoU+F1)",) if with_attributes else ()),
+               "latency (ms)", "images/s")
+    for col in columns:
         table.add_column(col, justify="left" if col == "model" else "right")
     for r in results:
+        attrs = scored_attributes(r) if with_attributes else None
+        extra = ((f"{attrs['iou_f1']['AP']:.3f}" if attrs else "-"),) if with_attributes else ()
         table.add_row(r.name, f"{r.metrics['segm']['AP']:.3f}", f"{r.metrics['segm']['AP50']:.3f}",
-                      f"{r.metrics['bbox']['AP']:.3f}", f"{r.bench['ms_median']:.1f}", f"{r.bench['images_per_s']:.1f}")
+                      f"{r.metrics['bbox']['AP']:.3f}", *extra, f"{r.bench['ms_median']:.1f}",
+                      f"{r.bench['images_per_s']:.1f}")
     console.print(table)
 
 
