@@ -18,7 +18,7 @@ from zoo.build import build_adapter
 from zoo.errors import UserError
 from zoo.export import (FORMATS, SUFFIXES, ExportedAdapter, example_images, export_network, flatten_raw,
                         load_network, read_metadata)
-from zoo.runtimes import at_input_size, load_exported, time_runtimes
+from zoo.runtimes import at_input_size, load_exported, runtime_points, time_runtimes
 
 REPO = Path(__file__).resolve().parents[1]
 SIZE = 96
@@ -170,3 +170,38 @@ def test_cli_exports_a_run_and_benches_the_file(trained_run: Path) -> None:
     wrong = CliRunner().invoke(app, ["bench", str(out), "--runtime", "torchscript"])
     assert wrong.exit_code == 2 and wrong.stderr.strip().splitlines() == [
         f"error: {out}: exported as onnx; time it with --runtime onnxruntime"]
+
+
+def test_chart_has_a_point_per_model_and_runtime() -> None:
+    benches = [{"ms_median": 10.0, "runtimes": {"torch": {"ms_median": 11.0}, "onnxruntime": {"ms_median": 6.0}}},
+               {"ms_median": 20.0}]
+    names, ms, ap, owner = runtime_points(["unet", "yolact"], benches, [0.3, 0.4])
+    assert names == ["unet", "unet (onnxruntime)", "yolact"]
+    assert ms == [10.0, 6.0, 20.0] and ap == [0.3, 0.3, 0.4] and owner == [0, 0, 1]
+
+
+def test_compare_adds_a_latency_column_per_runtime(trained_run: Path) -> None:
+    out = trained_run.parent / "compare"
+    from zoo.cli import app
+
+    proc = CliRunner().invoke(app, ["compare", "--runs", str(trained_run), "--out", str(out), "--report", "md",
+                                    "--set", "compare.runtimes=[torch, onnxruntime]", "--set", "compare.resamples=5",
+                                    "--set", "compare.latency_iters=2", "--set", "compare.latency_warmup=1",
+                                    "--set", "compare.gallery=1"])
+    assert proc.exit_code == 0, proc.output[-3000:]
+    (bench_path,) = (out / "models").glob("*/bench.json")
+    bench = json.loads(bench_path.read_text())
+    assert set(bench["runtimes"]) == {"torch", "onnxruntime"}
+    assert bench["runtimes"]["onnxruntime"]["order"] == [f"{n}@{r}" for n in [bench_path.parent.name]
+                                                        for r in ("torch", "onnxruntime")]
+    header = next(line for line in (out / "report.md").read_text().splitlines() if "median on onnxruntime (ms)" in line)
+    cells = [c.strip() for c in header.split("|")]
+    column = cells.index("median on onnxruntime (ms)")
+    table = (out / "report.md").read_text().split(header, 1)[1].splitlines()
+    row = [c.strip() for c in table[2].split("|")]  # after the separator
+    assert float(row[column]) == pytest.approx(bench["runtimes"]["onnxruntime"]["ms_median"], abs=0.051)
+
+    wrong = CliRunner().invoke(app, ["compare", "--runs", str(trained_run), "--out", str(out / "x"),
+                                     "--set", "compare.runtimes=[tensorrt]"])
+    assert wrong.exit_code == 2 and "unknown runtime 'tensorrt'; choose one of torch, onnxruntime, torchscript" \
+        in wrong.stderr

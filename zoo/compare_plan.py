@@ -54,6 +54,8 @@ class CompareSettings:
     gallery_score: float = 0.5
     latency_iters: int = 20
     latency_warmup: int = 3
+    # Runtimes every model is also timed on, together (zoo.runtimes): torch, onnxruntime, torchscript.
+    runtimes: tuple[str, ...] = ("torch",)
     eval_batch_size: int = 2
 
     def budget_s(self, preset: str) -> float | None:
@@ -84,6 +86,10 @@ def split_overrides(overrides: Sequence[str]) -> tuple[list[str], CompareSetting
         from zoo.errors import UserError
 
         raise UserError(f"compare.seeds={settings.seeds}: train each model at least once")
+    from zoo.runtimes import check_runtime
+
+    for runtime in settings.runtimes:
+        check_runtime(runtime)
     return rest, settings
 
 

@@ -232,6 +232,9 @@ class OnnxNetwork:
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads or default_threads()  # as many as torch gets on the CPU
         options.log_severity_level = 3  # warnings about unused initialisers are not the user's concern
+        # Idle intra-op threads would spin after each run and take the cores from the PyTorch
+        # post-processing that follows it.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = ort.InferenceSession(str(path), options, providers=providers)
         self.device = device
 

@@ -122,6 +122,10 @@ def export_from_cli(target: str, *, fmt: str, out: Path, size: int | None, batch
     """`zoo export`: TARGET (run folder or adapter name)'s network to ``out``; prints the check."""
     if fmt not in FORMATS:
         raise UserError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    if (out.suffix == ".onnx") != (fmt == "onnx"):
+        raise UserError(f"--out {out}: name the {fmt} file *{SUFFIXES[fmt]}"
+                        + (" (or any suffix but .onnx)" if fmt != "onnx" else "")
+                        + "; zoo bench tells the formats apart by it")
     if out.is_dir():
         raise UserError(f"--out {out}: is a folder; give a file name such as {out / ('model' + SUFFIXES[fmt])}")
     adapter, source = load_source(target)
@@ -173,3 +177,53 @@ def time_runtimes(adapters: dict[str, Adapter], photos: Sequence[np.ndarray], ru
         name, runtime = key.rsplit("@", 1)
         out[name][runtime] = rec
     return out
+
+
+# ---------------------------------------------------------------- in a comparison
+SUMMARY_KEYS = ("runtime", "ms_median", "ms_median_ci", "ms_p90", "ms_p90_ci", "preprocess_ms", "model_ms",
+                "postprocess_ms", "images_per_s", "peak_mem_mb", "instances_per_image", "iters", "photos", "size",
+                "order", "threads", "device")
+
+
+def add_runtime_latency(benches: dict[str, dict[str, Any]], adapters: dict[str, Adapter],
+                        photos: Sequence[np.ndarray], runtimes: Sequence[str], *, size: int, device: str,
+                        iters: int, warmup: int) -> None:
+    """`zoo compare` with ``compare.runtimes``: every model on every runtime, timed together
+    (:func:`time_runtimes`); each model's record in ``benches`` gets ``runtimes``: ``{runtime:
+    summary}`` (the latency keys of :data:`SUMMARY_KEYS`)."""
+    timed = time_runtimes(adapters, photos, runtimes, size=size, device=device, iters=iters, warmup=warmup)
+    for name, by_runtime in timed.items():
+        benches[name]["runtimes"] = {r: {k: rec.get(k) for k in SUMMARY_KEYS} for r, rec in by_runtime.items()}
+
+
+def runtimes_of(benches: Sequence[dict[str, Any]]) -> list[str]:
+    """The runtimes the models of a comparison were timed on (``bench.json``'s ``runtimes``), in order."""
+    return list(dict.fromkeys(r for b in benches for r in b.get("runtimes", {})))
+
+
+def runtime_points(labels: Sequence[str], benches: Sequence[dict[str, Any]],
+                   ap: Sequence[float]) -> tuple[list[str], list[float], list[float], list[int]]:
+    """Points of the accuracy/latency chart, one per model and runtime: labels ``model`` (the
+    main, PyTorch timing) and ``model (runtime)`` for each other runtime it was timed on; their
+    median latency (ms), accuracy, and the index of the model each point belongs to."""
+    points = []
+    for i, (label, bench) in enumerate(zip(labels, benches)):
+        points.append((label, float(bench["ms_median"]), ap[i], i))
+        points += [(f"{label} ({runtime})", float(rec["ms_median"]), ap[i], i)
+                   for runtime, rec in bench.get("runtimes", {}).items() if runtime != "torch" and rec.get("ms_median")]
+    names, ms, acc, owner = (list(column) for column in zip(*points)) if points else ([], [], [], [])
+    return names, ms, acc, owner
+
+
+def runtimes_note(benches: Sequence[dict[str, Any]]) -> list[str]:
+    """The report's sentence on the per-runtime columns (none when no other runtime was timed)."""
+    runtimes = runtimes_of(benches)
+    if not runtimes:
+        return []
+    first = next(b["runtimes"] for b in benches if b.get("runtimes"))
+    rec = next(iter(first.values()))
+    return [f"The 'median on ...' columns: every model on each of {', '.join(runtimes)}, timed together in one "
+            f"interleaved schedule ({rec.get('iters')} iterations each, {rec.get('photos')} photos cropped to "
+            f"squares and resized to {rec.get('size')} px, {rec.get('threads')} threads). The network phase "
+            f"(run_model) runs as exported (onnxruntime: ONNX from torch.onnx.export; torchscript: torch.jit.trace); "
+            f"pre- and post-processing are the same PyTorch code on every runtime."]

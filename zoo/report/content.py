@@ -183,11 +183,16 @@ def latency_table(results: Sequence[ModelResult]) -> Table:
     def interval(values: Any) -> str:
         return "n/a" if not values else f"[{fmt_num(values[0])}, {fmt_num(values[1])}]"
 
+    from zoo.runtimes import runtimes_of
+
+    runtimes = runtimes_of([r.bench for r in results])  # compare.runtimes: one more column each
+    headers = LATENCY_HEADERS + tuple(f"median on {rt} (ms)" for rt in runtimes)
     rows = tuple((r.label, fmt_num(b.get("ms_median")), interval(b.get("ms_median_ci")), fmt_num(b.get("ms_p90")),
                   interval(b.get("ms_p90_ci")), fmt_num(b.get("preprocess_ms"), 2), fmt_num(b.get("model_ms")),
-                  fmt_num(b.get("postprocess_ms")), fmt_num(b.get("images_per_s")), fmt_num(b.get("peak_mem_mb"), 0))
+                  fmt_num(b.get("postprocess_ms")), fmt_num(b.get("images_per_s")), fmt_num(b.get("peak_mem_mb"), 0),
+                  *(fmt_num(b.get("runtimes", {}).get(rt, {}).get("ms_median")) for rt in runtimes))
                  for r, b in ((r, r.bench) for r in results))
-    return Table(LATENCY_HEADERS, rows, ("l",) + ("r",) * (len(LATENCY_HEADERS) - 1))
+    return Table(headers, rows, ("l",) + ("r",) * (len(headers) - 1))
 
 
 def latency_text(results: Sequence[ModelResult], scored: str = "validation") -> Paragraph:
@@ -284,7 +289,10 @@ def build_document(results: Sequence[ModelResult], boot: BootstrapResult | None,
                           "(what per-epoch validation does): the difference is what that would over- or "
                           "understate."), at_input, *derived_note(results))
     doc.add(*attribute_blocks(results))
-    doc.add(Heading("Latency"), latency_table(results), *derived_note(results), latency_text(results, ctx.scored))
+    from zoo.runtimes import runtimes_note
+
+    doc.add(Heading("Latency"), latency_table(results), *derived_note(results), latency_text(results, ctx.scored),
+            *(Paragraph(text) for text in runtimes_note([r.bench for r in results])))
     if figs.ap_latency:
         doc.add(Heading("Accuracy vs latency"), Figure(figs.ap_latency, "Mask AP against median latency; "
                                                        "error bars are 95% bootstrap intervals"))

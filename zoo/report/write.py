@@ -18,6 +18,7 @@ from zoo.report.collect import ModelResult, read_json
 from zoo.report.content import Context, Figures, build_document
 from zoo.report.html import write_html
 from zoo.report.markdown import write_markdown
+from zoo.runtimes import runtime_points
 
 Progress = Callable[[int, int], None]
 GALLERY_MAX_INSTANCES = 30  # highest-scoring predictions drawn per gallery cell
@@ -131,8 +132,10 @@ def draw_figures(results: Sequence[ModelResult], boot: BootstrapResult | None, g
     ap = [r.metrics["segm"]["AP"] for r in results]
     ci = [(boot.models[n].low, boot.models[n].high) for n in names] if boot else None
     figs = Figures()
-    figs.ap_latency = charts.ap_vs_latency([label[n] for n in names], [r.bench["ms_median"] for r in results], ap,
-                                           out / "ap_vs_latency.png", ci=ci,
+    # One point per model and runtime (compare.runtimes); the first of each model is its PyTorch timing.
+    points, ms, point_ap, owner = runtime_points([label[n] for n in names], [r.bench for r in results], ap)
+    figs.ap_latency = charts.ap_vs_latency(points, ms, point_ap, out / "ap_vs_latency.png",
+                                           ci=[ci[i] for i in owner] if ci else None,
                                            xlabel=f"latency per image, median (ms, {results[0].bench.get('device')})")
     if boot is not None and len(names) > 1:
         pairs = [(a, b) for i, a in enumerate(names) for b in names[i + 1:]]
