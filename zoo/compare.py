@@ -332,14 +332,23 @@ def _report(results: Sequence[ModelResult], ctx: Context, out: Path, fmt: str, d
 
 
 def print_summary(results: Sequence[ModelResult], console: Console) -> None:
+    """The comparison as a console table; AP (IoU+F1) joins it when the ground truth has attributes."""
     from rich.table import Table
 
+    from zoo.report.attributes import data_has_attributes, scored_attributes
+
+    with_attributes = data_has_attributes(results)
     table = Table(title="comparison")
-    for col in ("model", "mask AP", "AP50", "box AP", "latency (ms)", "images/s"):
+    columns = ("model", "mask AP", "AP50", "box AP", *(("AP (IoU+F1)",) if with_attributes else ()),
+               "latency (ms)", "images/s")
+    for col in columns:
         table.add_column(col, justify="left" if col == "model" else "right")
     for r in results:
+        attrs = scored_attributes(r) if with_attributes else None
+        extra = ((f"{attrs['iou_f1']['AP']:.3f}" if attrs else "-"),) if with_attributes else ()
         table.add_row(r.name, f"{r.metrics['segm']['AP']:.3f}", f"{r.metrics['segm']['AP50']:.3f}",
-                      f"{r.metrics['bbox']['AP']:.3f}", f"{r.bench['ms_median']:.1f}", f"{r.bench['images_per_s']:.1f}")
+                      f"{r.metrics['bbox']['AP']:.3f}", *extra, f"{r.bench['ms_median']:.1f}",
+                      f"{r.bench['images_per_s']:.1f}")
     console.print(table)
 
 
