@@ -26,7 +26,7 @@ from zoo.errors import UserError
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck), database=None)
 
 # What a hand-edited or badly exported file may hold where something else is expected.
-JUNK = st.one_of(st.none(), st.booleans(), st.integers(-3, 40), st.sampled_from([math.nan, math.inf, -math.inf, 1e30]),
+JUNK = st.one_of(st.none(), st.booleans(), st.integers(-3, 40), st.sampled_from([math.nan, math.inf, -math.inf, 1e30, 10**400, "+-5", "²"]),
                  st.floats(-5, 50), st.text(max_size=4), st.just([]), st.just({}), st.lists(st.integers(-2, 9), max_size=3))
 SMALL = st.integers(1, 10)
 
