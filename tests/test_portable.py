@@ -89,7 +89,8 @@ def test_predict_and_bench_on_the_moved_run_without_its_data(moved: dict, which:
 
 def test_load_run_reads_no_dataset_and_eval_asks_for_one(moved: dict) -> None:
     loaded = load_run(moved["run"])
-    assert [c.name for c in loaded.categories] == [c["name"] for c in sorted(moved["categories"], key=lambda c: c["id"])]
+    by_id = sorted(moved["categories"], key=lambda c: c["id"])
+    assert [c.name for c in loaded.categories] == [c["name"] for c in by_id]
     reference = torch.load(moved["run"] / "checkpoints" / "best.pt", weights_only=True)["model"]
     for key, value in loaded.adapter.state_dict().items():
         assert torch.equal(value, reference[key]), key

@@ -27,7 +27,8 @@ def _run_indices(loaded: Any, split: str, n_images: int) -> list[int]:
 def eval_run(run: Path, *, data: str | None, split: str, limit: int | None, out: Path | None,
              backend: str, resolution: str = "original") -> dict[str, Any]:
     """Score the model of ``run`` (a run folder or a checkpoint file) on its own ``split`` (or on
-    every image of ``data``, whose categories must be the checkpoint's), at the photos' original resolution unless ``resolution="input"`` (see :mod:`zoo.metrics.evaluate`).
+    every image of ``data``, whose categories must be the checkpoint's), at the photos' original
+    resolution unless ``resolution="input"`` (see :mod:`zoo.metrics.evaluate`).
 
     Writes metrics.json, results.json, results_segm.json, gt.json, confusion CSV/PNG and PR curves
     into RUN/eval/, or beside ``out``.

@@ -166,7 +166,8 @@ def _resume(trainer: Trainer, out: Path, device: torch.device, dist: D.DistInfo,
         if changes:
             record_changes(out, changes, ckpt["state"])
             dump_yaml(trainer.cfg, out / "config.yaml")
-            console.print("resumed with a changed plan: " + ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in changes.items()))
+            plan = ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in changes.items())
+            console.print(f"resumed with a changed plan: {plan}")
         console.print(f"resumed at step {st.global_step} (stage {st.stage + 1}, {st.step_in_epoch} steps into its "
                       f"epoch) from {out / 'checkpoints' / 'last.pt'}")
 

@@ -137,7 +137,8 @@ def _load_without_meta(target: Path, ckpt: Path, folder: Path | None, data: str 
     adapter.load_state_dict(state)
     adapter.eval()
     split_path = folder / "split.json"
-    split = json.loads(split_path.read_text()) if split_path.exists() else {"train": [], "val": list(range(len(dataset)))}
+    split = (json.loads(split_path.read_text()) if split_path.exists()
+             else {"train": [], "val": list(range(len(dataset)))})
     return LoadedRun(folder, cfg, adapter, list(dataset.categories),
                      {"train": split["train"], "val": split["val"], "test": split.get("test", [])}, ckpt,
                      _dataset=dataset)
