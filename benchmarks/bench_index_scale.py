@@ -110,9 +110,9 @@ def _open(folder: str, reference: bool) -> Any:
         from zoo.data.sources import read_imaterialist
 
         return read_imaterialist(Path(folder))
-    from zoo.data.index import index_imaterialist
+    from zoo.data.sources import read_source
 
-    return index_imaterialist(Path(folder), rle_base=1)
+    return read_source(folder)
 
 
 def _timed_open(folder: str, reference: bool, queue: Any) -> None:

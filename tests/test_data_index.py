@@ -225,11 +225,110 @@ def test_records_pickle_as_paths_and_subset(synth_dir: Path, tmp_path: Path) -> 
     assert [r.name for r in source.records[3:5]] == [source.records[3].name, source.records[4].name]
 
 
-def test_unwritable_data_folder_indexes_under_zoo_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_read_only_data_folder_indexes_under_zoo_home(tmp_path: Path) -> None:
     folder = write_csv(tmp_path / "ro", touching_rows())
-    real_access = os.access
-    monkeypatch.setattr(os, "access", lambda p, mode: False if Path(p) == folder.resolve() else real_access(p, mode))
-    location = index_location(folder / "train.csv")
-    assert location.is_relative_to(tmp_path / "home" / "index")
-    assert_same(read_imaterialist(folder), index_imaterialist(folder, rle_base=1))
-    assert read_meta(location) is not None
+    folder.chmod(0o555)  # read-only, as a shared dataset mount (root may still write: zoo must not)
+    try:
+        location = index_location(folder / "train.csv")
+        assert location.is_relative_to(tmp_path / "home" / "index")
+        assert_same(read_imaterialist(folder), index_imaterialist(folder, rle_base=1))
+        assert read_meta(location) is not None and not (folder / ".zoo-index").exists()
+    finally:
+        folder.chmod(0o755)
+
+
+# ---------------------------------------------------------------- workers and ranks share it
+class PidItems:
+    """``dataset[(index, epoch)]``: the worker's pid and the item (no records: no masks counted)."""
+
+    def __len__(self) -> int:
+        return 10
+
+    def __getitem__(self, item: tuple[int, int]) -> tuple[int, dict]:
+        return os.getpid(), {"item": item}
+
+
+def test_training_loader_keeps_its_workers_across_epochs() -> None:
+    from zoo.train.loader import EpochLoaders, EpochSampler
+
+    loaders = EpochLoaders(batch_size=2, workers=2, pin=False, max_side=64)
+    seen = []
+    for epoch in range(2):
+        sampler = EpochSampler(list(range(10)), seed=3, epoch=epoch)
+        loader = loaders.loader(True, PidItems, sampler, seed=epoch)
+        batches = list(loader)
+        assert [t["item"] for _, targets in batches for t in targets] == sampler.items
+        seen.append((loader, {pid for pids, _ in batches for pid in pids}))
+    assert seen[0][0] is seen[1][0] and seen[0][1] == seen[1][1] and len(seen[0][1]) == 2  # same workers
+    assert os.getpid() not in seen[0][1]
+    other = loaders.loader(False, PidItems, EpochSampler(list(range(10)), seed=3, epoch=2), seed=2)
+    assert other is not seen[0][0]  # another view (augmentation off): new workers
+    loaders.close()
+
+
+def test_shared_memory_too_small_fails_before_training(tmp_path: Path) -> None:
+    from zoo.errors import UserError
+    from zoo.train.loader import check_shared_memory, shared_memory_need
+
+    assert shared_memory_need(16, 8, 1024, 20) == 16 * 2 * 8 * 1024 * 1024 * 32
+    free = shutil.disk_usage(tmp_path).free
+    side = int((free / (2 * 2 * 2 * 13)) ** 0.5) + 64  # 2 workers, batch 2, 1 mask: just over what is free
+    with pytest.raises(UserError, match=r"--shm-size=\d+g.*lower data.workers") as err:
+        check_shared_memory(2, 2, side, 1.0, shm=str(tmp_path))
+    assert "\n" not in str(err.value) and f"{side} px" in str(err.value)
+    check_shared_memory(2, 2, side - 128, 1.0, shm=str(tmp_path))  # fits: nothing raised
+    check_shared_memory(0, 2, side * 10, 1.0, shm=str(tmp_path))  # no workers: no shared memory used
+
+
+def test_instance_counts_from_the_index(tmp_path: Path) -> None:
+    from zoo.data.dataset import InstanceDataset
+    from zoo.data.decode import ResizeSpec
+    from zoo.train.loader import instance_counts
+
+    folder = write_csv(tmp_path / "counts", touching_rows())
+    source = index_imaterialist(folder, rle_base=1)
+    assert source.records.instance_counts().tolist() == [2, 2, 0]
+    assert instance_counts(InstanceDataset(source, ResizeSpec(64, "max_side"))).tolist() == [2, 2, 0]
+
+
+def _rank_opens(rank: int, world: int, folder: str, port: int, queue) -> None:  # noqa: ANN001
+    import time
+
+    import torch.distributed as dist
+
+    from zoo.train.distributed import DistInfo, local_leader_first
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    location = index_location(Path(folder) / "train.csv")
+    with local_leader_first(DistInfo(rank=rank, world_size=world, local_rank=rank)):
+        existed = read_meta(location) is not None
+        if rank == 0:
+            time.sleep(1.0)  # a slow build: the other rank must still wait for it
+        source = index_imaterialist(Path(folder), rle_base=1)
+    queue.put((rank, existed, len(source.records), read_meta(location)["stamps"][0]["mtime_ns"],
+               (location / "meta.json").stat().st_mtime_ns))
+    dist.barrier()
+    dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_ranks_build_the_index_once_and_map_it(tmp_path: Path) -> None:
+    import socket
+
+    import torch.multiprocessing as tmp
+
+    folder = write_csv(tmp_path / "ddp", touching_rows())
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    ctx = tmp.get_context("spawn")
+    queue = ctx.Queue()
+    procs = [ctx.Process(target=_rank_opens, args=(r, 2, str(folder), port, queue)) for r in range(2)]
+    for p in procs:
+        p.start()
+    results = sorted(queue.get(timeout=240) for _ in procs)
+    for p in procs:
+        p.join(timeout=60)
+    assert [r[1] for r in results] == [False, True]  # rank 0 built it; rank 1 found it complete
+    assert [r[2] for r in results] == [3, 3]
+    assert results[0][4] == results[1][4]  # one meta.json: built once, not once per rank

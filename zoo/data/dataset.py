@@ -20,6 +20,7 @@ from torchvision import tv_tensors
 
 from zoo.config import DataConfig
 from zoo.data.decode import ResizeSpec, decode_masks, instance_arrays, load_image
+from zoo.data.index import record_category_ids, record_names, select_records
 from zoo.data.sources import Source, read_source
 from zoo.data.validate import describe_skips
 from zoo.errors import DataError
@@ -47,10 +48,10 @@ class InstanceDataset(Dataset):
                  transform: Callable[[Any, Target], tuple[Any, Target]] | None = None) -> None:
         self.source = source
         self.resize = resize
-        self.records = [source.records[i] for i in indices] if indices is not None else list(source.records)
+        self.records = select_records(source.records, indices)  # an index stays an index: nothing is copied
         self.transform = transform
         self.categories: list[Category] = list(source.categories)
-        self.image_ids: list[str] = [r.name for r in self.records]
+        self.image_ids: list[str] = record_names(self.records)
         self._label_of = {c.id: c.label for c in self.categories}
         self.swapped: set[int] = set()
 
@@ -71,8 +72,7 @@ class InstanceDataset(Dataset):
 
         Unknown category ids are left out here; reading that image raises the error.
         """
-        return [{self._label_of[inst.category_id] for inst in r.instances if inst.category_id in self._label_of}
-                for r in self.records]
+        return [{self._label_of[c] for c in cats if c in self._label_of} for cats in record_category_ids(self.records)]
 
     def __getitem__(self, index: int) -> tuple[tv_tensors.Image, Target]:
         """Image uint8 ``[3, H, W]`` and its target: boxes float32 ``[N, 4]`` XYXY, labels int64 ``[N]``

@@ -56,11 +56,21 @@ def file_stamp(path: Path) -> dict[str, Any]:
     return {"path": str(path), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sample_blake2b": digest.hexdigest()}
 
 
+def _writable(folder: Path) -> bool:
+    """Whether zoo may write into ``folder``: the user can, and its mode is not read-only (a
+    folder marked ``r-x`` is left alone even by root, whom ``os.access`` always allows)."""
+    try:
+        return os.access(folder, os.W_OK) and bool(folder.stat().st_mode & 0o222)
+    except OSError:
+        return False
+
+
 def index_location(main_file: Path) -> Path:
     """Where the index of ``main_file`` (a ``train.csv`` or a COCO JSON) lives: beside it when its
-    folder is writable, else under ``$ZOO_HOME/index/`` keyed by its resolved path."""
+    folder is writable, else under ``$ZOO_HOME/index/`` keyed by its resolved path (a read-only
+    dataset, such as a shared mount, is never written to)."""
     main_file = Path(main_file).resolve()
-    if os.access(main_file.parent, os.W_OK):
+    if _writable(main_file.parent):
         return main_file.parent / INDEX_FOLDER / main_file.name
     from zoo.data.dataset import zoo_home
 
@@ -209,6 +219,16 @@ class IndexedRecords(Sequence[ImageRecord]):
         lo, hi = int(self._start[position]), int(self._stop[position])
         return self._category[lo:hi][~self._crowd[lo:hi]]
 
+    def names(self) -> list[str]:
+        """The image names (``ImageId`` / ``file_name``) of this sequence; no segmentation is read."""
+        return self._images.column("name").take(pa.array(self.positions)).to_pylist()
+
+    def instance_counts(self) -> np.ndarray:
+        """Instances (crowd regions left out) of every image in this sequence, int64 ``[N]``."""
+        crowd_before = np.concatenate([[0], np.cumsum(self._crowd, dtype=np.int64)])
+        start, stop = self._start[self.positions], self._stop[self.positions]
+        return (stop - start) - (crowd_before[stop] - crowd_before[start])
+
     def _segmentation(self, row: int) -> Any:
         raw = os.pread(self._fd, int(self._seg_length[row]), int(self._seg_offset[row])).decode("utf-8")
         return json.loads(raw) if self.json_segments else raw
@@ -320,3 +340,22 @@ def index_coco(path: Path, *, images: str | None = None, kind: str = "coco", rep
     path = Path(path)
     return open_indexed(kind, [path], origin=path, image_dir=Path(images) if images else path.parent / "images",
                         path=path, rle_base=0, report=report)
+
+
+def select_records(records: Sequence[ImageRecord], indices: Sequence[int] | None) -> Sequence[ImageRecord]:
+    """``records`` at ``indices`` (all when None): a view of an index, or a list of plain records."""
+    if isinstance(records, IndexedRecords):
+        return records if indices is None else records.take(indices)
+    return list(records) if indices is None else [records[i] for i in indices]
+
+
+def record_names(records: Sequence[ImageRecord]) -> list[str]:
+    """Each record's image name, read from the index's table when there is one."""
+    return records.names() if isinstance(records, IndexedRecords) else [r.name for r in records]
+
+
+def record_category_ids(records: Sequence[ImageRecord]) -> list[list[int]]:
+    """Each record's instance category ids (crowd regions left out), without reading segmentations."""
+    if isinstance(records, IndexedRecords):
+        return [records.category_ids(i).tolist() for i in range(len(records))]
+    return [[inst.category_id for inst in r.instances] for r in records]

@@ -14,10 +14,10 @@ An interrupted run leaves finished images in ``parts/``; running the same comman
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import os
+import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -54,6 +54,20 @@ def _prepare_one(job: tuple[int, ImageRecord, Source, int, str]) -> int:
     _write_json_atomic(out_dir / "parts" / f"{index:07d}.json", {"image": image, "annotations": annotations,
                                                                    "dropped": dropped})
     return dropped
+
+
+_JOB: dict[str, Any] = {}  # a worker's source and settings (set once by _start_worker)
+
+
+def _start_worker(source: Source, max_size: int, out: str) -> None:
+    """A worker's copy of the source: an indexed one arrives as its paths and is mapped here."""
+    _JOB.update(source=source, max_size=max_size, out=out)
+
+
+def _prepare_at(index: int) -> int:
+    """:func:`_prepare_one` of image ``index`` of the worker's source (its record alone is read)."""
+    source = _JOB["source"]
+    return _prepare_one((index, source.records[index], source, _JOB["max_size"], _JOB["out"]))
 
 
 def annotations_digest(source: Source) -> str:
@@ -123,22 +137,28 @@ def prepare_cache(data: str | Path, out: str | Path, *, max_size: int, workers: 
     settings = {"source": str(Path(data).resolve()), "kind": source.kind, "max_size": max_size,
                 "rle_base": rle_base, "images": len(source.records), "annotations_sha256": annotations_digest(source)}
     _check_settings(out, settings)
-    lite = dataclasses.replace(source, records=[])  # workers need the settings, not every record
-    todo = [(i, r, lite, max_size, str(out)) for i, r in enumerate(source.records)
-            if not (out / "parts" / f"{i:07d}.json").is_file()]
+    # Jobs are image positions: each worker reads its own records from the source's index.
+    todo = [i for i in range(len(source.records)) if not (out / "parts" / f"{i:07d}.json").is_file()]
     done = len(source.records) - len(todo)
     if done:
         console.print(f"resuming: {done} of {len(source.records)} images already in {out}")
+    started = time.perf_counter()
     with progress_bar(eta=True) as progress:
         task = progress.add_task("prepare", total=len(source.records), completed=done)
         if workers > 1 and len(todo) > 1:
-            with ProcessPoolExecutor(max_workers=workers) as pool:
-                for _ in pool.map(_prepare_one, todo, chunksize=max(1, min(16, len(todo) // (4 * workers)))):
+            with ProcessPoolExecutor(max_workers=workers, initializer=_start_worker,
+                                     initargs=(source, max_size, str(out))) as pool:
+                for _ in pool.map(_prepare_at, todo, chunksize=max(1, min(16, len(todo) // (4 * workers)))):
                     progress.advance(task)
         else:
-            for job in todo:
-                _prepare_one(job)
+            _start_worker(source, max_size, str(out))
+            for index in todo:
+                _prepare_at(index)
                 progress.advance(task)
+    if todo:
+        rate = len(todo) / max(1e-9, time.perf_counter() - started)
+        console.print(f"{len(todo)} images in {time.perf_counter() - started:.1f} s: {rate:.2f} images/s, "
+                      f"{rate / max(1, min(workers, len(todo))):.2f} per process")
     n_annotations, dropped = _merge(out, source, settings, len(source.records))
     console.print(f"cache {out}: {len(source.records)} images, {n_annotations} annotations at max side {max_size}"
                   + (f" ({dropped} masks empty at that size, dropped)" if dropped else ""))
