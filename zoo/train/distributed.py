@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Iterator
 
 import torch
 import torch.distributed as dist
@@ -39,6 +41,28 @@ def init_from_env(device: torch.device) -> DistInfo:
 def barrier(info: DistInfo) -> None:
     if info.enabled:
         dist.barrier()
+
+
+@contextmanager
+def local_leader_first(info: DistInfo) -> Iterator[None]:
+    """Run the block on each node's local rank 0 first, then on that node's other ranks.
+
+    For work whose result the others reuse, such as building the dataset index: the leader
+    builds it, the other ranks wait at a barrier and then map the finished index instead of
+    racing to build their own. Every rank passes exactly one barrier, so a leader that fails
+    still releases the others (who then meet the same error themselves).
+    """
+    if not info.enabled:
+        yield
+        return
+    leader = info.local_rank == 0
+    if not leader:
+        dist.barrier()
+    try:
+        yield
+    finally:
+        if leader:
+            dist.barrier()
 
 
 def broadcast_flag(flag: bool, info: DistInfo) -> bool:

@@ -7,12 +7,15 @@ number of DataLoader workers or DDP ranks.
 
 from __future__ import annotations
 
-from typing import Any, Iterator, Sequence
+import shutil
+from typing import Any, Callable, Hashable, Iterator, Sequence
 
+import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from zoo.config import AugmentConfig
+from zoo.errors import UserError
 from zoo.transforms import augment_sample, build_augmentation, to_model_input
 
 
@@ -82,6 +85,94 @@ def make_loader(view: Dataset, sampler: Sampler, batch_size: int, workers: int, 
     return DataLoader(view, batch_size=batch_size, sampler=sampler, num_workers=workers,
                       collate_fn=collate, pin_memory=pin, persistent_workers=False,
                       generator=torch.Generator().manual_seed(seed))
+
+
+class SamplerSlot(Sampler):
+    """The sampler a kept DataLoader iterates: each epoch puts its :class:`EpochSampler` here."""
+
+    def __init__(self) -> None:
+        self.current: Sampler | None = None
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        return iter(self.current or [])
+
+    def __len__(self) -> int:
+        return len(self.current) if self.current is not None else 0  # type: ignore[arg-type]
+
+
+def instance_counts(dataset: Any) -> np.ndarray:
+    """Instances per image of an :class:`~zoo.data.dataset.InstanceDataset`, int64 ``[N]``, read
+    from the index when the records have one (no segmentation is read)."""
+    records = getattr(dataset, "records", [])
+    if hasattr(records, "instance_counts"):
+        return records.instance_counts()
+    return np.asarray([len(r.instances) for r in records], dtype=np.int64)
+
+
+def shared_memory_need(workers: int, batch_size: int, max_side: int, masks_per_image: float, prefetch: int = 2) -> int:
+    """Bytes of ``/dev/shm`` the DataLoader's workers hold at once: each keeps ``prefetch`` batches,
+    an image a float32 ``[3, S, S]`` and its uint8 masks ``[N, S, S]`` at the longest side ``S``."""
+    per_image = max_side * max_side * (3 * 4 + masks_per_image)
+    return int(workers * prefetch * batch_size * per_image)
+
+
+def check_shared_memory(workers: int, batch_size: int, max_side: int, masks_per_image: float,
+                        shm: str = "/dev/shm") -> None:
+    """Refuse, before the first step, a loader whose workers would overflow ``shm`` (a bus error
+    mid-epoch otherwise), naming the fixes. Nothing is checked without workers or without ``shm``."""
+    if workers <= 0:
+        return
+    try:
+        free = shutil.disk_usage(shm).free
+    except OSError:
+        return
+    need = shared_memory_need(workers, batch_size, max_side, masks_per_image)
+    if need > free:
+        mib, gib = 1 << 20, -(-2 * need // (1 << 30))
+        raise UserError(
+            f"{shm}: {free / mib:.0f} MiB free, but {workers} DataLoader workers x 2 prefetched batches of "
+            f"{batch_size} images at {max_side} px (with about {masks_per_image:.0f} masks each) need about "
+            f"{need / mib:.0f} MiB; give the container more (docker run --shm-size={gib}g), or lower data.workers "
+            f"or batch_size (data.workers=0 loads in the training process; torch's file_system sharing strategy "
+            f"also keeps batches in {shm})")
+
+
+class EpochLoaders:
+    """The training DataLoader, kept from epoch to epoch so its workers persist.
+
+    Workers are forked once per training view (``key``: what the view depends on, e.g. whether
+    augmentation is on) rather than once per epoch. That is safe because every random choice
+    comes from ``(seed, epoch, index)`` in the items the sampler yields, not from worker state,
+    and the dataset is read-only (its index is shared, not copied). Each epoch's
+    :class:`EpochSampler` goes into the kept loader's :class:`SamplerSlot`.
+    """
+
+    def __init__(self, batch_size: int, workers: int, pin: bool, max_side: int) -> None:
+        self.batch_size, self.workers, self.pin, self.max_side = batch_size, workers, pin, max_side
+        self.slot = SamplerSlot()
+        self._key: Hashable = None
+        self._loader: DataLoader | None = None
+
+    def loader(self, key: Hashable, make_view: Callable[[], Dataset], sampler: EpochSampler, seed: int) -> DataLoader:
+        """The loader of this epoch's ``sampler`` over the view ``make_view()`` builds for ``key``."""
+        if self.workers <= 0:
+            return make_loader(make_view(), sampler, self.batch_size, 0, self.pin, seed)
+        self.slot.current = sampler
+        if self._loader is None or key != self._key:
+            self.close()
+            view = make_view()
+            counts = instance_counts(getattr(view, "dataset", view))
+            check_shared_memory(self.workers, self.batch_size, self.max_side,
+                                float(np.percentile(counts, 99)) if len(counts) else 0.0)
+            self._loader = DataLoader(view, batch_size=self.batch_size, sampler=self.slot, num_workers=self.workers,
+                                      collate_fn=collate, pin_memory=self.pin, persistent_workers=True,
+                                      generator=torch.Generator().manual_seed(seed))
+            self._key = key
+        return self._loader
+
+    def close(self) -> None:
+        """Stop the kept workers (dropping the last reference to the loader shuts them down)."""
+        self._loader, self._key = None, None
 
 
 def move_batch(images: list[torch.Tensor], targets: list[dict[str, Any]], device: torch.device

@@ -22,7 +22,7 @@ from zoo.errors import UserError
 from zoo.train import distributed as D
 from zoo.train.checkpoint import FORMAT, save_atomic
 from zoo.train.frozen import train_mode
-from zoo.train.loader import EpochSampler, TrainView, make_loader, move_batch
+from zoo.train.loader import EpochLoaders, EpochSampler, TrainView, move_batch
 from zoo.train.logger import MetricsLog, loss_column
 from zoo.train.progress import TrainProgress
 from zoo.train.schedule import make_optimizer, make_scheduler
@@ -52,6 +52,7 @@ class Trainer:
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp and cfg.amp == "fp16")
         self.log: MetricsLog | None = None
         self.progress = TrainProgress(enabled=dist.is_main)
+        self.loaders = EpochLoaders(cfg.batch_size, cfg.data.workers, device.type == "cuda", cfg.data.max_size)
 
     # ------------------------------------------------------------------ top level
     def resume_from(self, ckpt: dict[str, Any]) -> None:
@@ -73,6 +74,7 @@ class Trainer:
                 signal.signal(signal.SIGINT, previous)
             if self.log is not None:
                 self.log.close()
+            self.loaders.close()
         planned = sum(self.stage_steps(i) for i in range(len(self.cfg.stages)))
         return {"stopped_reason": self.stopped_reason, "planned_steps": planned, **self.state.as_dict()}
 
@@ -142,9 +144,9 @@ class Trainer:
         per_step = cfg.batch_size * cfg.optim.accumulate
         sampler = EpochSampler(self.split["train"], cfg.seed, st.global_epoch, self.dist.rank,
                                self.dist.world_size, skip=st.step_in_epoch * per_step, limit=steps * per_step)
-        view = TrainView(self.dataset, cfg.augment if stage.augment else None, cfg.seed)
-        loader = make_loader(view, sampler, cfg.batch_size, cfg.data.workers, pin=self.device.type == "cuda",
-                             seed=cfg.seed * 1009 + st.global_epoch)
+        augment = cfg.augment if stage.augment else None
+        loader = self.loaders.loader(stage.augment, lambda: TrainView(self.dataset, augment, cfg.seed), sampler,
+                                     seed=cfg.seed * 1009 + st.global_epoch)
         train_mode(self.adapter)  # frozen groups keep their normalisation statistics
         self.progress.start_epoch(f"{stage.name} {st.epoch_in_stage + 1}/{stage.epochs}", steps, st.step_in_epoch)
         t0, seen, micro = time.perf_counter(), 0, 0
