@@ -60,6 +60,8 @@ def test_attribute_head_beats_the_most_frequent_attributes(name: str, tmp_path: 
                  "seed": 0, "device": "cpu", **RUNS.get(name, {})}
     cfg = load_train_config(name, overrides=[f"{k}={json.dumps(v)}" for k, v in overrides.items()])
     run = load_run(train(cfg, tmp_path / "run"), which="last")
+    header = (run.path / "metrics.csv").read_text().splitlines()[0].split(",")
+    assert {"loss_attributes", "attr_threshold", "attr_F1"} <= set(header)  # the run logs the head and its threshold
     space = run.adapter.attribute_space
     assert space is not None and len(space) == 92  # the iMaterialist 2019 vocabulary
 

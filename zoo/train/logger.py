@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 BASE_FIELDS = ["kind", "stage", "epoch", "step", "lr", "loss"]
-EPOCH_FIELDS = ["images_per_s", "val_loss", "segm_AP", "segm_AP50", "bbox_AP", "time_s"]
+EPOCH_FIELDS = ["images_per_s", "val_loss", "segm_AP", "segm_AP50", "bbox_AP", "attr_threshold", "attr_F1", "time_s"]
 
 
 def loss_column(name: str) -> str:
