@@ -63,7 +63,8 @@ def _prepare_run(cfg: TrainConfig, dist: D.DistInfo) -> tuple[Any, dict[str, lis
     from zoo.data.dataset import open_dataset
     from zoo.data.split import split_three
 
-    dataset = open_dataset(cfg.data)
+    with D.local_leader_first(dist):  # one process per node builds the dataset index, the others map it
+        dataset = open_dataset(cfg.data)
     return dataset, split_three(dataset.label_sets(), cfg.data.val_fraction, cfg.data.test_fraction,
                                 split_seed(cfg), cfg.data.split)
 
