@@ -36,7 +36,7 @@ import pyarrow.ipc as ipc
 
 from zoo.data.sources import ImageRecord, InstanceRecord
 
-INDEX_VERSION = 1
+INDEX_VERSION = 2
 INDEX_FOLDER = ".zoo-index"
 SAMPLE_BYTES = 1 << 20  # hashed at the start and at the end of each source file
 
@@ -129,7 +129,9 @@ def write_table(path: Path, table: pa.Table) -> None:
 
 def map_table(path: Path) -> pa.Table:
     """An Arrow IPC file memory-mapped read-only: its pages are shared by every process mapping it."""
-    return ipc.open_file(pa.memory_map(str(path), "r")).read_all()
+    # The system allocator for the little a mapped read allocates: pyarrow's default one would
+    # reserve an arena of several MB in every process that opens the index.
+    return ipc.open_file(pa.memory_map(str(path), "r"), memory_pool=pa.system_memory_pool()).read_all()
 
 
 def _column_numpy(table: pa.Table, name: str) -> np.ndarray:
@@ -161,7 +163,7 @@ class IndexedRecords(Sequence[ImageRecord]):
         self._start = _column_numpy(self._images, "start")
         self._stop = _column_numpy(self._images, "stop")
         self._category = _column_numpy(self._instances, "category_id")
-        self._crowd = _column_numpy(self._instances, "crowd")
+        self._crowd = _column_numpy(self._instances, "crowd").view(np.bool_)
         self._seg_offset = _column_numpy(self._instances, "seg_offset")
         self._seg_length = _column_numpy(self._instances, "seg_length")
         self._fd = os.open(self.folder / "segments.bin", os.O_RDONLY)
@@ -278,7 +280,8 @@ def _scratch_index(kind: str, files: list[Path], image_dir: Path, origin: Path, 
 
 def ensure_index(kind: str, files: Sequence[Path], image_dir: Path) -> Path:
     """The folder of a current index of ``files`` (``[train.csv, label_descriptions.json]`` or
-    ``[coco.json]``), built first when missing or outdated; errors of the source are raised."""
+    ``[coco.json]``, images under ``image_dir``), built first when missing or outdated; errors of
+    the source are raised."""
     files = [Path(f) for f in files]
     folder = index_location(files[0])
     if is_current(folder, kind, files):
@@ -291,6 +294,7 @@ def ensure_index(kind: str, files: Sequence[Path], image_dir: Path) -> Path:
         publish(built, folder)
     finally:
         shutil.rmtree(built, ignore_errors=True)
+        pa.default_memory_pool().release_unused()  # the build's parse buffers, back to the system
     return folder
 
 

@@ -1,9 +1,9 @@
 """Building a dataset index (see :mod:`zoo.data.index`): an iMaterialist CSV in one streaming
 pass, or a COCO JSON through its reader.
 
-The CSV is read by pyarrow's streaming reader block by block: a block's ``EncodedPixels`` go
-from Arrow's buffer straight to ``segments.bin`` and never become Python strings, so the build
-holds one block (plus one small tuple per kept row) at a time. Each row passes the checks of
+The CSV is parsed by pyarrow piece by piece (:func:`csv_batches`): a piece's ``EncodedPixels``
+go from Arrow's buffer straight to ``segments.bin`` and never become Python strings, so the
+build holds one piece (plus one small entry per kept row) at a time. Each row passes the checks of
 :func:`zoo.data.sources.read_imaterialist_csv`, in the same order and with the same messages,
 and its defects go to the same report.
 """
@@ -15,7 +15,7 @@ import hashlib
 import io
 import json
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Iterator
 
 import numpy as np
 import pyarrow as pa
@@ -28,7 +28,7 @@ from zoo.data.validate import Report, StrictReport, image_size_of
 from zoo.errors import DataError
 from zoo.types import Category
 
-CSV_BLOCK_BYTES = 64 << 20  # pyarrow reads the CSV this much at a time
+CSV_BLOCK_BYTES = 16 << 20  # the CSV is parsed this much at a time
 
 
 @dataclasses.dataclass
@@ -82,7 +82,7 @@ def _write_tables(folder: Path, names: list[str], sizes: list[tuple[int, int]], 
         "has_area": pa.array([cols.area[i] is not None for i in order], pa.bool_()),
         "bbox": pick(cols.bbox, pa.list_(pa.float64())),
         "has_bbox": pa.array([cols.bbox[i] is not None for i in order], pa.bool_()),
-        "crowd": pick(cols.crowd, pa.bool_())}))
+        "crowd": pa.array(np.asarray(cols.crowd, dtype=np.uint8)[order], pa.uint8())}))  # uint8, not bit-packed bool: mapped as a numpy view
 
 
 def _write_meta(folder: Path, kind: str, stamps: list[dict[str, Any]], categories: list[Category],
@@ -113,26 +113,46 @@ def _read_header(csv_path: Path) -> list[str]:
     return header
 
 
-def _csv_batches(csv_path: Path) -> Any:
-    """pyarrow's streaming reader over the five columns, every value a string (``""`` for empty)."""
+def _row_chunks(fh: BinaryIO) -> Iterator[bytes]:
+    """The file's bytes after the header in pieces of about ``CSV_BLOCK_BYTES`` that end at a row
+    boundary: a newline outside quotes (an even count of ``"`` before it, as RFC 4180 escapes
+    a quote by doubling it)."""
+    carry = b""
+    while True:
+        block = fh.read(CSV_BLOCK_BYTES)
+        data = carry + block
+        if not block:
+            if data:
+                yield data
+            return
+        cut = data.rfind(b"\n") + 1
+        while cut and data.count(b'"', 0, cut) % 2:  # that newline is inside a quoted field
+            cut = data.rfind(b"\n", 0, cut - 1) + 1
+        if cut:
+            yield data[:cut]
+        carry = data[cut:]
+
+
+def csv_batches(csv_path: Path) -> Iterator[pa.RecordBatch]:
+    """The five columns of ``csv_path`` as record batches, every value a string (``""`` for empty).
+
+    Each piece of the file is parsed by pyarrow on its own (with the header in front), so at
+    most one piece and its columns are in memory; pyarrow's streaming reader reads ahead of
+    its consumer and held most of a 370 MB file at once.
+    """
     _read_header(csv_path)
-    try:
-        return pacsv.open_csv(
-            csv_path, read_options=pacsv.ReadOptions(block_size=CSV_BLOCK_BYTES),
-            convert_options=pacsv.ConvertOptions(include_columns=list(CSV_COLUMNS),
-                                                 column_types={c: pa.string() for c in CSV_COLUMNS},
-                                                 strings_can_be_null=False, quoted_strings_can_be_null=False))
-    except (pa.ArrowInvalid, pa.ArrowTypeError) as err:
-        raise DataError(f"{csv_path}: unreadable CSV ({str(err).splitlines()[0]})") from None
-
-
-def _next_batch(batches: Any, csv_path: Path) -> pa.RecordBatch | None:
-    try:
-        return batches.read_next_batch()
-    except StopIteration:
-        return None
-    except (pa.ArrowInvalid, pa.ArrowTypeError) as err:
-        raise DataError(f"{csv_path}: unreadable CSV ({str(err).splitlines()[0]})") from None
+    options = dict(read_options=pacsv.ReadOptions(use_threads=False),
+                   convert_options=pacsv.ConvertOptions(include_columns=list(CSV_COLUMNS),
+                                                        column_types={c: pa.string() for c in CSV_COLUMNS},
+                                                        strings_can_be_null=False, quoted_strings_can_be_null=False))
+    with open(csv_path, "rb") as fh:
+        header = fh.readline()
+        for chunk in _row_chunks(fh):
+            try:
+                table = pacsv.read_csv(pa.py_buffer(header + chunk), **options)
+            except (pa.ArrowInvalid, pa.ArrowTypeError) as err:
+                raise DataError(f"{csv_path}: unreadable CSV ({str(err).splitlines()[0]})") from None
+            yield from table.to_batches()
 
 
 def _rle_bytes(column: pa.Array) -> tuple[np.ndarray, memoryview]:
@@ -153,7 +173,6 @@ def build_csv_index(folder: Path, csv_path: Path, labels_path: Path, stamps: lis
     strict = report or StrictReport()
     categories, attributes = read_label_descriptions(labels_path, strict)
     known = {c.id for c in categories}
-    batches = _csv_batches(csv_path)
     codes: dict[str, int] = {}
     names: list[str] = []
     sizes: list[tuple[int, int]] = []
@@ -161,7 +180,7 @@ def build_csv_index(folder: Path, csv_path: Path, labels_path: Path, stamps: lis
     cols = _Columns()
     line = 1
     with open(folder / "segments.bin", "wb") as segments:
-        while (batch := _next_batch(batches, csv_path)) is not None:
+        for batch in csv_batches(csv_path):
             text = [batch.column(c).to_pylist() for c in ("ImageId", "Height", "Width", "ClassId")]
             offsets, data = _rle_bytes(batch.column("EncodedPixels"))
             for j, (name, height, width, class_id) in enumerate(zip(*text)):
