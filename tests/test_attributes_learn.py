@@ -30,7 +30,7 @@ IMAGES, SIZE = 10, 128  # one figure per image; val_fraction 0.2 leaves 8 traini
 # Per family: the CPU preset with the schedule shrunk to fit about 40 s on 2 cores.
 RUNS = {
     "maskrcnn": {"steps_per_epoch": 35, "stages.0.epochs": 2},
-    "yolact": {"steps_per_epoch": 60, "stages.0.epochs": 2},
+    "yolact": {"steps_per_epoch": 40, "stages.0.epochs": 2},
     "unet": {"steps_per_epoch": 60, "stages.0.epochs": 2},
 }
 MARGIN = 0.05  # the model's F1 must beat the baseline's by this much
