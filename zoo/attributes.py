@@ -6,17 +6,17 @@ attribute of the dataset, in increasing id order (:class:`AttributeSpace`). Only
 categories that carry attributes in the data, and that have attributes, teach the head: an
 iMaterialist garment without a suffix is unannotated, not "no attribute".
 
-Also here: multi-label targets of a batch, the decision threshold chosen on validation images
-(:func:`best_threshold`) and the per-attribute F1 both use (:func:`attribute_f1`), and the
-matching of predictions to ground truth (mask IoU >= 0.5, same category) they are measured on.
+Also here: multi-hot targets (:meth:`AttributeSpace.multi_hot`), the per-attribute F1
+(:func:`attribute_f1`) and the decision threshold chosen with it on validation images
+(:func:`best_threshold`), and the matching of predictions to ground truth (mask IoU >= 0.5, same
+category) they are measured on (:func:`matched_attributes`).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Sequence
-
-import math
 
 import numpy as np
 import torch
