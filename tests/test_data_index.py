@@ -82,6 +82,7 @@ def test_synthetic_dataset(synth_dir: Path, tmp_path: Path) -> None:
     first = index_imaterialist(folder, rle_base=expected.rle_base)
     assert_same(expected, first)
     assert (folder / ".zoo-index" / "train.csv" / "meta.json").is_file()  # written beside the data
+    assert (folder / ".zoo-index" / "train.csv").stat().st_mode & 0o005 == 0o005  # other users may read it
     assert_same(expected, index_imaterialist(folder, rle_base=expected.rle_base))  # mapped, not rebuilt
 
 

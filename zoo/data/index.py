@@ -289,6 +289,7 @@ def ensure_index(kind: str, files: Sequence[Path], image_dir: Path) -> Path:
     stamps = [file_stamp(f) for f in files]  # before reading: a change during the build is seen next time
     folder.parent.mkdir(parents=True, exist_ok=True)
     built = Path(tempfile.mkdtemp(prefix=f".{folder.name}-build-", dir=folder.parent))
+    built.chmod(0o755)  # mkdtemp's 0700 would hide a shared dataset's index from its other users
     try:
         _build(built, kind, files, image_dir, None, stamps)
         publish(built, folder)
