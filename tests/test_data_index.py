@@ -333,3 +333,15 @@ def test_ranks_build_the_index_once_and_map_it(tmp_path: Path) -> None:
     assert [r[1] for r in results] == [False, True]  # rank 0 built it; rank 1 found it complete
     assert [r[2] for r in results] == [3, 3]
     assert results[0][4] == results[1][4]  # one meta.json: built once, not once per rank
+
+
+def test_attribute_usage_from_the_index_equals_the_records(synth_dir: Path, tmp_path: Path) -> None:
+    from zoo.data.index import record_attribute_usage
+
+    folder = write_csv(tmp_path / "attrs", touching_rows())
+    for source in (index_imaterialist(folder, rle_base=1), index_imaterialist(synth_dir, rle_base=1)):
+        expected = record_attribute_usage(list(source.records))
+        assert record_attribute_usage(source.records) == expected and expected[0]
+        assert record_attribute_usage(source.records.take([1, 0])) == record_attribute_usage(
+            [source.records[1], source.records[0]])
+    assert record_attribute_usage(index_imaterialist(folder, rle_base=1).records) == ({1, 10}, {0, 3, 20})

@@ -82,15 +82,12 @@ def attribute_space(dataset: Any) -> AttributeSpace | None:
     Ids: every attribute the source defines (its label file) and any its annotations use; labels:
     the categories with at least one attributed instance in the annotation file (no mask decoded).
     """
+    from zoo.data.index import record_attribute_usage
+
     source = dataset.source
     label_of = {c.id: c.label for c in dataset.categories}
-    used: set[int] = set()
-    labels: set[int] = set()
-    for record in source.records:
-        for inst in record.instances:
-            if inst.attributes and inst.category_id in label_of:
-                used.update(int(a) for a in inst.attributes)
-                labels.add(label_of[inst.category_id])
+    categories, used = record_attribute_usage(source.records)  # from the index's tables: no mask read
+    labels = {label_of[c] for c in categories if c in label_of}
     if not labels:
         return None
     ids = sorted(set(source.attributes) | used)

@@ -231,6 +231,20 @@ class IndexedRecords(Sequence[ImageRecord]):
         start, stop = self._start[self.positions], self._stop[self.positions]
         return (stop - start) - (crowd_before[stop] - crowd_before[start])
 
+    def attribute_usage(self) -> tuple[set[int], set[int]]:
+        """``(category ids, attribute ids)`` of the instances (crowd regions left out) that carry
+        attributes, over this sequence's images; no segmentation is read."""
+        start, stop = self._start[self.positions], self._stop[self.positions]
+        rows = np.repeat(stop - (stop - start).cumsum(), stop - start) + np.arange(int((stop - start).sum()))
+        attrs = self._instances.column("attributes").chunk(0) if self._instances.num_rows else None
+        if attrs is None or not len(rows):
+            return set(), set()
+        offsets = attrs.offsets.to_numpy()
+        carrying = rows[((offsets[rows + 1] - offsets[rows]) > 0) & ~self._crowd[rows]]
+        values = attrs.values.to_numpy()
+        used = {int(values[k]) for row in carrying for k in range(offsets[row], offsets[row + 1])}
+        return {int(c) for c in np.unique(self._category[carrying])}, used
+
     def _segmentation(self, row: int) -> Any:
         raw = os.pread(self._fd, int(self._seg_length[row]), int(self._seg_offset[row])).decode("utf-8")
         return json.loads(raw) if self.json_segments else raw
@@ -364,3 +378,12 @@ def record_category_ids(records: Sequence[ImageRecord]) -> list[list[int]]:
     if isinstance(records, IndexedRecords):
         return [records.category_ids(i).tolist() for i in range(len(records))]
     return [[inst.category_id for inst in r.instances] for r in records]
+
+
+def record_attribute_usage(records: Sequence[ImageRecord]) -> tuple[set[int], set[int]]:
+    """``(category ids, attribute ids)`` of the records' instances that carry attributes (crowd
+    regions left out), read from the index's tables when there is one."""
+    if isinstance(records, IndexedRecords):
+        return records.attribute_usage()
+    carrying = [inst for r in records for inst in r.instances if inst.attributes]
+    return {inst.category_id for inst in carrying}, {int(a) for inst in carrying for a in inst.attributes}
