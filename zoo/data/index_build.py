@@ -163,6 +163,65 @@ def _rle_bytes(column: pa.Array) -> tuple[np.ndarray, memoryview]:
     return offsets, data
 
 
+class _CsvRows:
+    """The images and kept instances of a CSV, one row at a time, with the record reader's checks."""
+
+    def __init__(self, csv_path: Path, image_dir: Path, known: set[int], attributes: dict[int, str],
+                 report: Report, segments: BinaryIO) -> None:
+        self.csv_path, self.image_dir, self.known, self.attributes = csv_path, image_dir, known, attributes
+        self.report, self.segments = report, segments
+        self.codes: dict[str, int] = {}
+        self.names: list[str] = []
+        self.sizes: list[tuple[int, int]] = []
+        self.seen: dict[tuple[str, bytes, str], int] = {}
+        self.cols = _Columns()
+
+    def _image(self, name: str, hw: tuple[int, int], where: str) -> int | None:
+        """The position of row's image (new images appended), or None when the row is reported."""
+        code = self.codes.get(name)
+        if code is None:
+            try:
+                safe_image_path(self.image_dir, name, where)
+            except DataError as err:
+                self.report.add("image name escapes the image folder", str(err))
+                return None
+            code = self.codes[name] = len(self.names)
+            self.names.append(name)
+            self.sizes.append(hw)
+        elif self.sizes[code] != hw:
+            old = self.sizes[code]
+            self.report.add("inconsistent image size", f"{where}: {name} is {hw[0]}x{hw[1]} here but "
+                            f"{old[0]}x{old[1]} in an earlier row")
+            return None
+        return code
+
+    def add(self, line: int, name: str, raw: bytes, height: str, width: str, class_id: str) -> None:
+        """Check CSV line ``line`` (``raw``: its EncodedPixels bytes) and keep its instance."""
+        where = f"{self.csv_path} row {line}"
+        hw = image_size_of(height, width)
+        if hw is None:
+            self.report.add("bad Height/Width", f"{where}: Height/Width {height!r}/{width!r} must be positive integers")
+            return
+        code = self._image(name, hw, where)
+        if code is None:
+            return
+        stripped = raw.strip() if raw.isascii() else raw.decode("utf-8").strip().encode("utf-8")
+        if not stripped:
+            if class_id.strip():
+                self.report.add("empty mask", f"{where}: ClassId {class_id!r} with an empty EncodedPixels")
+            return
+        key = (name, hashlib.blake2b(stripped, digest_size=16).digest(), class_id.strip())
+        if key in self.seen:
+            self.report.add("duplicate row", f"{where}: {name}, same EncodedPixels and ClassId as row {self.seen[key]}")
+            return
+        self.seen[key] = line
+        instance = _csv_instance("", class_id, where, self.known, self.attributes, self.report)
+        if instance is not None:
+            self.cols.add(code, instance.category_id, instance.attributes, f" row {line}", self.segments.tell(),
+                          len(raw))
+            self.segments.write(raw)
+
+
 def build_csv_index(folder: Path, csv_path: Path, labels_path: Path, stamps: list[dict[str, Any]],
                     report: Report | None = None, image_dir: Path = Path(".")) -> None:
     """Write the index of an iMaterialist CSV into ``folder`` (an empty folder).
@@ -172,58 +231,20 @@ def build_csv_index(folder: Path, csv_path: Path, labels_path: Path, stamps: lis
     """
     strict = report or StrictReport()
     categories, attributes = read_label_descriptions(labels_path, strict)
-    known = {c.id for c in categories}
-    codes: dict[str, int] = {}
-    names: list[str] = []
-    sizes: list[tuple[int, int]] = []
-    seen: dict[tuple[str, bytes, str], int] = {}
-    cols = _Columns()
     line = 1
     with open(folder / "segments.bin", "wb") as segments:
+        rows = _CsvRows(csv_path, image_dir, {c.id for c in categories}, attributes, strict, segments)
         for batch in csv_batches(csv_path):
             text = [batch.column(c).to_pylist() for c in ("ImageId", "Height", "Width", "ClassId")]
             offsets, data = _rle_bytes(batch.column("EncodedPixels"))
             for j, (name, height, width, class_id) in enumerate(zip(*text)):
                 line += 1
-                where = f"{csv_path} row {line}"
-                hw = image_size_of(height, width)
-                if hw is None:
-                    strict.add("bad Height/Width", f"{where}: Height/Width {height!r}/{width!r} must be positive integers")
-                    continue
-                code = codes.get(name)
-                if code is None:
-                    try:
-                        safe_image_path(image_dir, name, where)
-                    except DataError as err:
-                        strict.add("image name escapes the image folder", str(err))
-                        continue
-                    code = codes[name] = len(names)
-                    names.append(name)
-                    sizes.append(hw)
-                elif sizes[code] != hw:
-                    strict.add("inconsistent image size", f"{where}: {name} is {hw[0]}x{hw[1]} here but "
-                               f"{sizes[code][0]}x{sizes[code][1]} in an earlier row")
-                    continue
-                raw = bytes(data[offsets[j]:offsets[j + 1]])
-                stripped = raw.strip() if raw.isascii() else raw.decode("utf-8").strip().encode("utf-8")
-                if not stripped:
-                    if class_id.strip():
-                        strict.add("empty mask", f"{where}: ClassId {class_id!r} with an empty EncodedPixels")
-                    continue
-                key = (name, hashlib.blake2b(stripped, digest_size=16).digest(), class_id.strip())
-                if key in seen:
-                    strict.add("duplicate row", f"{where}: {name}, same EncodedPixels and ClassId as row {seen[key]}")
-                    continue
-                seen[key] = line
-                instance = _csv_instance("", class_id, where, known, attributes, strict)
-                if instance is not None:
-                    cols.add(code, instance.category_id, instance.attributes, f" row {line}", segments.tell(), len(raw))
-                    segments.write(raw)
-    if not names:
+                rows.add(line, name, bytes(data[offsets[j]:offsets[j + 1]]), height, width, class_id)
+    if not rows.names:
         strict.add("no images", f"{csv_path}: no rows (a header and no images)")
-    _write_tables(folder, names, sizes, list(range(1, len(names) + 1)), cols)
+    _write_tables(folder, rows.names, rows.sizes, list(range(1, len(rows.names) + 1)), rows.cols)
     skipped = strict.skipped if isinstance(strict, StrictReport) else {}
-    _write_meta(folder, "imaterialist", stamps, categories, attributes, skipped, False, len(names))
+    _write_meta(folder, "imaterialist", stamps, categories, attributes, skipped, False, len(rows.names))
 
 
 def _add_instances(cols: _Columns, segments: BinaryIO, image: int, record: ImageRecord, origin: str) -> None:
