@@ -20,7 +20,8 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-TESTS = ["tests/test_maskrcnn_learns.py", "tests/test_yolact_learns.py", "tests/test_unet_learns.py"]
+TESTS = ["tests/test_maskrcnn_learns.py", "tests/test_yolact_learns.py", "tests/test_unet_learns.py",
+         "tests/test_attributes_learn.py"]
 # The same level in each library's own spelling; "native" leaves all three to choose.
 LEVELS: dict[str, dict[str, str]] = {
     "native": {},
