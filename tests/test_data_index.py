@@ -166,20 +166,13 @@ def test_changed_source_is_rebuilt(tmp_path: Path) -> None:
         index_imaterialist(folder, rle_base=1)
 
 
-def test_fashionpedia_coco_source(tmp_path: Path) -> None:
-    sample = shared_fixture_path("fashionpedia-sample")
-    path = tmp_path / "sample.json"
-    shutil.copy(sample / "sample.json", path)
-    expected = read_coco(path, images=str(sample / "images"))
-    assert_same(expected, index_coco(path, images=str(sample / "images")))
-
-
-def test_ccp_coco_source(tmp_path: Path) -> None:
-    ccp = shared_fixture_path("ccp-sample")
-    path = tmp_path / "annotations.json"
-    shutil.copy(ccp / "annotations.json", path)
-    expected = read_coco(path, images=str(ccp / "images"))
-    assert_same(expected, index_coco(path, images=str(ccp / "images")))
+@pytest.mark.parametrize("fixture, file", [("fashionpedia-sample", "sample.json"), ("ccp-sample", "annotations.json")])
+def test_coco_fixture_sources(tmp_path: Path, fixture: str, file: str) -> None:
+    folder = shared_fixture_path(fixture)
+    path = tmp_path / file
+    shutil.copy(folder / file, path)
+    expected = read_coco(path, images=str(folder / "images"))
+    assert_same(expected, index_coco(path, images=str(folder / "images")))
 
 
 def test_coco_with_crowd_bbox_and_ids(tmp_path: Path) -> None:
