@@ -25,7 +25,7 @@ def test_cpu_preset_reaches_mask_ap50_on_its_training_images(tmp_path: Path) -> 
     data = write_synthetic(tmp_path / "synth", n=IMAGES, size=IMAGE_SIZE, seed=0)
     cfg = load_train_config("yolact", preset="cpu", overrides=[
         f"data.source={data}", f"data.max_size={IMAGE_SIZE}", f"steps_per_epoch={STEPS_PER_EPOCH}",
-        "eval_limit=1", "device=cpu", "model.attributes=off"])  # the detector alone, as measured before
+        "eval_limit=1", "device=cpu", "model.attributes=\"off\""])  # the detector alone, as measured before
     cfg = dataclasses.replace(cfg, stages=tuple(dataclasses.replace(s, epochs=EPOCHS) for s in cfg.stages))
     started = time.perf_counter()
     run = load_run(train(cfg, tmp_path / "run"), which="last")
