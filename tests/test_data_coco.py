@@ -16,7 +16,7 @@ from zoo.config import DataConfig
 from zoo.data.dataset import open_dataset
 from zoo.data.export import export_coco
 from zoo.data.prepare import prepare_cache
-from zoo.data.rle import mask_to_coco_rle, sample_indices
+from zoo.data.rle import mask_to_coco_rle, polygons_to_rle, sample_indices
 from zoo.errors import DataError
 
 
@@ -132,3 +132,21 @@ def test_prepared_cache_matches_direct_reading_and_resumes(synth_dir: Path, tmp_
     assert json.loads((cache / "annotations.json").read_text())["images"][3]["file_name"] == direct.image_ids[3]
     with pytest.raises(DataError, match="other settings .*max_size: 64 -> 96"):
         prepare_cache(synth_dir, cache, max_size=96, workers=1)
+
+
+@pytest.mark.parametrize("far, near", [
+    ([2, 2, 1e9, 2, 1e9, 8, 2, 8], [2, 2, 12, 2, 12, 8, 2, 8]),              # a box running off to the right
+    ([0, 0, 1e12, 0, 0, 1e12], [0, 0, 40, 0, 0, 40]),                        # both far edges beyond the image
+    ([-1e9, 5, 5, -1e9, 1e9, 5, 5, 1e9], [-5, 5, 5, -5, 15, 5, 5, 15]),      # a diamond larger than the image
+    ([3, 3, 6, 3, 6, 6, 3, 6], [3, 3, 6, 3, 6, 6, 3, 6]),                    # inside: passed through as it is
+])
+def test_a_polygon_far_outside_the_image_rasterises_to_the_same_mask_as_a_near_one(far, near) -> None:
+    """pycocotools walks every edge at 5x its length: a 1e9 coordinate used to exhaust memory."""
+    got = mask_util.decode(polygons_to_rle([far], 10, 10))
+    want = mask_util.decode(mask_util.frPyObjects([near], 10, 10))[:, :, 0]
+    assert got.sum() > 0
+    np.testing.assert_array_equal(got, want)
+
+
+def test_a_polygon_wholly_outside_the_image_is_an_empty_mask() -> None:
+    assert mask_util.decode(polygons_to_rle([[1e9, 1e9, 2e9, 1e9, 2e9, 2e9]], 10, 10)).sum() == 0

@@ -15,7 +15,7 @@ from PIL import Image, ImageOps
 from pycocotools import mask as mask_util
 
 from zoo.boxes import mask_boxes
-from zoo.data.rle import KAGGLE_RLE_BASE, TargetGrid, coco_rle_runs, decode_runs_at_size
+from zoo.data.rle import KAGGLE_RLE_BASE, TargetGrid, coco_rle_runs, decode_runs_at_size, polygons_to_rle
 from zoo.data.sources import ImageRecord
 from zoo.data.validate import ERROR, LEVELS, StrictReport, kaggle_runs, photo_grid_problem, segmentation_problem
 from zoo.errors import DataError
@@ -152,7 +152,7 @@ def _decode_polygons(polygons: list, grid_h: int, grid_w: int, out_h: int, out_w
         raise DataError(f"{where}: {problem[1]}")
     sx, sy = out_w / grid_w, out_h / grid_h
     scaled = [(np.asarray(poly, dtype=np.float64).reshape(-1, 2) * (sx, sy)).ravel().tolist() for poly in polygons]
-    rle = mask_util.merge(mask_util.frPyObjects(scaled, out_h, out_w))
+    rle = polygons_to_rle(scaled, out_h, out_w)
     with warnings.catch_warnings():  # pycocotools' own numpy-2 deprecation notice, once per polygon
         warnings.simplefilter("ignore", DeprecationWarning)
         return mask_util.decode(rle)

@@ -306,3 +306,47 @@ def complement_coco_rle(rle: dict) -> dict:
     counts = np.asarray(runs_to_counts(starts, lengths, height, width), dtype=np.int64)
     flipped = counts[1:] if counts.size and counts[0] == 0 else np.concatenate(([0], counts))
     return counts_to_coco_rle(flipped, height, width)
+
+
+def clip_polygon(xy: np.ndarray, x0: float, y0: float, x1: float, y1: float) -> np.ndarray:
+    """``xy`` float64 ``[P, 2]`` clipped to the box ``[x0, x1] x [y0, y1]`` (Sutherland-Hodgman).
+
+    The part of the polygon inside the box is unchanged; what lies outside collapses onto the box's
+    edges. May return fewer than 3 points (the polygon misses the box).
+    """
+    for axis, bound, keep_low in ((0, x0, False), (0, x1, True), (1, y0, False), (1, y1, True)):
+        if len(xy) == 0:
+            break
+        nxt = np.roll(xy, -1, axis=0)
+        inside = xy[:, axis] <= bound if keep_low else xy[:, axis] >= bound
+        inside_next = np.roll(inside, -1)
+        out = []
+        for p, q, p_in, q_in in zip(xy, nxt, inside, inside_next):
+            if p_in:
+                out.append(p)
+            if p_in != q_in:
+                t = (bound - p[axis]) / (q[axis] - p[axis])
+                out.append(p + t * (q - p))
+        xy = np.asarray(out, np.float64).reshape(-1, 2)
+    return xy
+
+
+def polygons_to_rle(polygons: list, height: int, width: int) -> dict:
+    """One compressed COCO RLE (bytes ``counts``) of valid polygons ``[[x0, y0, ...], ...]`` on an
+    ``height x width`` image.
+
+    Polygons reaching far outside the image are clipped to a one-pixel margin around it first:
+    pycocotools' rasteriser walks every edge at five times its length, so a coordinate of 1e9
+    exhausts memory. The mask inside the image is the same either way.
+    """
+    x0, y0, x1, y1 = -1.0, -1.0, width + 1.0, height + 1.0
+    ready = []
+    for poly in polygons:
+        xy = np.asarray(poly, np.float64).reshape(-1, 2)
+        if xy[:, 0].min() < x0 or xy[:, 1].min() < y0 or xy[:, 0].max() > x1 or xy[:, 1].max() > y1:
+            xy = clip_polygon(xy, x0, y0, x1, y1)
+        if len(xy) >= 3:
+            ready.append(xy.ravel().tolist())
+    if not ready:
+        return mask_util.encode(np.zeros((height, width), np.uint8, order="F"))
+    return mask_util.merge(mask_util.frPyObjects(ready, height, width))

@@ -17,6 +17,7 @@ import torch
 from pycocotools import mask as mask_utils
 from torch import Tensor
 
+from zoo.data.rle import polygons_to_rle
 from zoo.errors import DataError, UserError
 from zoo.types import InstancePred
 
@@ -52,7 +53,7 @@ def _segmentation_rle(segm: Any, height: int, width: int, where: str) -> dict[st
         if isinstance(segm, list):  # polygons
             if not segm:
                 raise ValueError("empty polygon list")
-            return mask_utils.merge(mask_utils.frPyObjects(segm, height, width))
+            return polygons_to_rle(segm, height, width)
         if isinstance(segm, dict) and isinstance(segm.get("counts"), list):  # uncompressed RLE
             return mask_utils.frPyObjects(segm, height, width)
         if isinstance(segm, dict) and "counts" in segm and "size" in segm:
