@@ -51,3 +51,14 @@ def test_every_config_file_parses_strictly(path: Path):
     data = yaml.safe_load(path.read_text())
     cfg = train_config_from_dict(data, get_adapter(data["adapter"]).config_cls, f"{path.name}:")
     assert cfg.stages
+
+
+@pytest.mark.parametrize("name", available_adapters())
+def test_a_bare_yaml_off_is_the_word_off(name: str, tmp_path: Path) -> None:
+    """YAML 1.1 reads ``attributes: off`` as false; the config takes it as the choice it spells."""
+    path = tmp_path / "cfg.yaml"
+    path.write_text("model:\n  attributes: off\n")
+    assert load_train_config(name, path).model.attributes == "off"
+    assert load_train_config(name, overrides=["model.attributes=off"]).model.attributes == "off"
+    with pytest.raises(ConfigError, match="model.attributes: True is not one of"):
+        load_train_config(name, overrides=["model.attributes=on"])  # only "auto" and "off" exist

@@ -135,6 +135,9 @@ class TrainConfig:
     threads: int | None = None  # torch CPU threads (None: torch's default)
 
 
+_YAML_BOOLS = {False: ("off", "no", "false"), True: ("on", "yes", "true")}
+
+
 def _fail(path: str, msg: str) -> typing.NoReturn:
     raise ConfigError(f"{path or 'config'}: {msg}")
 
@@ -156,6 +159,10 @@ def _convert(tp: Any, value: Any, path: str) -> Any:
                 errors.append(str(err))
         _fail(path, f"{value!r} does not fit {tp}")
     if origin is Literal:
+        if isinstance(value, bool):  # YAML 1.1 reads a bare off/no/on/yes as a bool
+            spelled = [a for a in args if isinstance(a, str) and a.lower() in _YAML_BOOLS[value]]
+            if len(spelled) == 1:
+                return spelled[0]
         if value not in args:
             _fail(path, f"{value!r} is not one of {', '.join(map(repr, args))}")
         return value
