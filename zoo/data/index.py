@@ -39,6 +39,7 @@ from zoo.data.sources import ImageRecord, InstanceRecord
 INDEX_VERSION = 2
 INDEX_FOLDER = ".zoo-index"
 SAMPLE_BYTES = 1 << 20  # hashed at the start and at the end of each source file
+HASH_PIECE = 1 << 16
 
 
 def file_stamp(path: Path) -> dict[str, Any]:
@@ -48,11 +49,17 @@ def file_stamp(path: Path) -> dict[str, Any]:
     path = Path(path).resolve()
     stat = path.stat()
     digest = hashlib.blake2b(digest_size=16)
-    with open(path, "rb") as fh:
-        digest.update(fh.read(SAMPLE_BYTES))
-        if stat.st_size > SAMPLE_BYTES:
-            fh.seek(max(SAMPLE_BYTES, stat.st_size - SAMPLE_BYTES))
-            digest.update(fh.read(SAMPLE_BYTES))
+    buffer = bytearray(HASH_PIECE)  # read in small pieces: a 1 MiB read would stay in every rank's heap
+    with open(path, "rb", buffering=0) as fh:
+        for start in sorted({0, max(SAMPLE_BYTES, stat.st_size - SAMPLE_BYTES)}):
+            fh.seek(start)
+            left = min(SAMPLE_BYTES, stat.st_size - start)
+            while left > 0:
+                got = fh.readinto(memoryview(buffer)[:min(left, HASH_PIECE)])
+                if not got:
+                    break
+                digest.update(memoryview(buffer)[:got])
+                left -= got
     return {"path": str(path), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sample_blake2b": digest.hexdigest()}
 
 
@@ -167,11 +174,13 @@ class IndexedRecords(Sequence[ImageRecord]):
         self._seg_offset = _column_numpy(self._instances, "seg_offset")
         self._seg_length = _column_numpy(self._instances, "seg_length")
         self._fd = os.open(self.folder / "segments.bin", os.O_RDONLY)
-        total = self._images.num_rows
-        self.positions = np.arange(total, dtype=np.int64) if positions is None else np.asarray(positions, np.int64)
+        self._total = self._images.num_rows
+        # None: every image in index order, with no position array (a rank or worker viewing the
+        # whole index holds nothing of its own per image).
+        self._positions = None if positions is None else np.asarray(positions, np.int64)
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"folder": self.folder, "origin": self.origin, "image_dir": self.image_dir, "positions": self.positions}
+        return {"folder": self.folder, "origin": self.origin, "image_dir": self.image_dir, "positions": self._positions}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__init__(state["folder"], state["origin"], state["image_dir"], state["positions"])  # type: ignore[misc]
@@ -184,8 +193,20 @@ class IndexedRecords(Sequence[ImageRecord]):
             except OSError:
                 pass
 
+    @property
+    def positions(self) -> np.ndarray:
+        """int64 ``[N]``: the index rows this sequence shows, in order (a new array for the whole index)."""
+        return np.arange(self._total, dtype=np.int64) if self._positions is None else self._positions
+
+    def _position(self, index: int) -> int:
+        if self._positions is not None:
+            return int(self._positions[index])
+        if not -self._total <= index < self._total:
+            raise IndexError(f"image {index} out of range ({self._total} images)")
+        return index % self._total
+
     def __len__(self) -> int:
-        return len(self.positions)
+        return self._total if self._positions is None else len(self._positions)
 
     @overload
     def __getitem__(self, index: int) -> ImageRecord: ...
@@ -196,10 +217,10 @@ class IndexedRecords(Sequence[ImageRecord]):
     def __getitem__(self, index: int | slice) -> ImageRecord | IndexedRecords:
         if isinstance(index, slice):
             return self.subset(self.positions[index])
-        return self._record(int(self.positions[index]))
+        return self._record(self._position(int(index)))
 
     def __iter__(self) -> Iterator[ImageRecord]:
-        for position in self.positions:
+        for position in (range(self._total) if self._positions is None else self._positions):
             yield self._record(int(position))
 
     def subset(self, positions: Sequence[int] | np.ndarray) -> IndexedRecords:
@@ -207,7 +228,7 @@ class IndexedRecords(Sequence[ImageRecord]):
         view = object.__new__(IndexedRecords)
         view.__dict__.update(self.__dict__)
         view._fd = os.dup(self._fd)
-        view.positions = np.asarray(positions, dtype=np.int64)
+        view._positions = np.asarray(positions, dtype=np.int64)
         return view
 
     def take(self, indices: Sequence[int]) -> IndexedRecords:
@@ -217,7 +238,7 @@ class IndexedRecords(Sequence[ImageRecord]):
     def category_ids(self, index: int) -> np.ndarray:
         """Category ids of image ``index``'s instances (crowd regions left out), int32 ``[N]``;
         no segmentation is read."""
-        position = int(self.positions[index])
+        position = self._position(int(index))
         lo, hi = int(self._start[position]), int(self._stop[position])
         return self._category[lo:hi][~self._crowd[lo:hi]]
 
