@@ -54,8 +54,7 @@ class UnetAdapter(SemanticAdapter):
             load_encoder_weights(self, cfg.encoder_weights_path)
 
     def build_network(self) -> nn.Module:
-        """``smp.create_model(arch, ...)`` with ``num_outputs`` channels (categories, then
-        attributes) and random weights."""
+        """``smp.create_model(arch, ...)`` with one channel per category and random weights."""
         cfg = self.cfg
         _check_arch(cfg.arch)
         _check_encoder_name(cfg.encoder)
@@ -67,11 +66,10 @@ class UnetAdapter(SemanticAdapter):
             extra["decoder_channels"] = cfg.decoder_channels
         try:
             net = smp.create_model(cfg.arch, encoder_name=cfg.encoder, encoder_depth=cfg.encoder_depth,
-                                   encoder_weights=None, classes=self.num_outputs, **extra)
+                                   encoder_weights=None, classes=self.num_classes, **extra)
         except (ValueError, TypeError, AssertionError) as err:  # smp's own check of arch/encoder/depth
             raise UserError(f"model.arch {cfg.arch!r} with encoder {cfg.encoder!r}, depth {cfg.encoder_depth}: "
                             f"{err}") from None
-        self.init_attribute_bias(next(m for m in net.segmentation_head.modules() if isinstance(m, nn.Conv2d)))
         return net
 
     def input_multiple(self) -> int:

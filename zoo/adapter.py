@@ -138,13 +138,17 @@ class Adapter(nn.Module, ABC):
         return space.multi_hot(attribute_lists, labels.device), space.trains_on(labels, attribute_lists)
 
     def attribute_loss(self, logits: Tensor, targets: Tensor) -> Tensor:
-        """Sigmoid BCE of logits ``[M, A]`` against ``[M, A]``, summed over attributes, averaged over
-        the M instances (Attribute-Mask R-CNN's normalisation), times ``model.attribute_weight``;
-        0 (with a gradient path) when M is 0."""
+        """Sigmoid BCE of logits ``[M, A]`` against ``[M, A]``, averaged over all M x A entries
+        (Attribute-Mask R-CNN's ``SUM_BY_NONZERO_WEIGHTS`` reduction), times ``model.attribute_weight``;
+        0 (with a gradient path) when M is 0.
+
+        The mean makes ``model.attribute_weight`` mean the same for 92 attributes (iMaterialist)
+        and 294 (Fashionpedia); its default is measured in docs/benchmarks.md.
+        """
         if logits.shape[0] == 0:
             return logits.sum() * 0.0
-        bce = torch.nn.functional.binary_cross_entropy_with_logits(logits.float(), targets, reduction="sum")
-        return bce / logits.shape[0] * self.cfg.attribute_weight
+        bce = torch.nn.functional.binary_cross_entropy_with_logits(logits.float(), targets, reduction="mean")
+        return bce * self.cfg.attribute_weight
 
     def with_attributes(self, pred: InstancePred, probs: Tensor) -> InstancePred:
         """``pred`` with ``attribute_probs`` float32 ``[N, A]`` and the ids above the threshold."""

@@ -35,7 +35,10 @@ class AttributeOptions:
     """
 
     attributes: Literal["auto", "off"] = "auto"
-    attribute_weight: float = 1.0  # weight of the attribute loss in the summed loss
+    # Weight of the attribute loss (a BCE averaged over instances and attributes, so the same
+    # weight serves 92 or 294 attributes) in the summed loss. At weight 1 a head barely leaves its
+    # prior in a few hundred steps (docs/benchmarks.md, attribute loss weight).
+    attribute_weight: float = 30.0
     # Probability above which an attribute is predicted; None: chosen on the validation split each
     # time the run validates (the one maximising mean attribute F1), 0.5 until then.
     attribute_threshold: float | None = None

@@ -6,10 +6,11 @@ everything else is shared here: input sizing, multi-label targets, the BCE + Dic
 ``postprocess`` turning the maps into instances so that the shared evaluator scores a semantic
 model with the same mask AP as the instance models.
 
-Attributes: a subclass that declares ``predicts_attributes`` builds ``self.num_outputs`` channels
-(the C category maps, then one map per attribute). The attribute maps learn, by sigmoid BCE, the
-attributes of the garment under each pixel, on the pixels of garments that teach attributes; an
-instance's attribute probabilities are the mean of those maps over its connected component.
+Attributes: for a subclass that declares ``predicts_attributes``, an
+:class:`~zoo.semantic.attribute_head.AttributeHead` reads the encoder's two deepest stages and
+predicts one map per attribute. The maps learn, by sigmoid BCE, the attributes of the garment
+under each pixel, on the pixels of garments that teach attributes; an instance's attribute
+probabilities are the mean of those maps over its connected component.
 """
 
 from __future__ import annotations
@@ -23,9 +24,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from zoo.adapter import Adapter
-from zoo.attributes import PRIOR_LOGIT, AttributeSpace
+from zoo.attributes import AttributeSpace
 from zoo.config import AttributeOptions
 from zoo.errors import UserError
+from zoo.semantic.attribute_head import AttributeHead
 from zoo.semantic.batching import network_batch
 from zoo.semantic.instances import component_attributes, probs_to_instances
 from zoo.semantic.targets import BceDiceLoss, attribute_maps, multilabel_targets
@@ -83,6 +85,8 @@ class SemanticAdapter(Adapter):
         if cfg.bce_weight < 0 or cfg.dice_weight < 0 or cfg.bce_weight + cfg.dice_weight == 0:
             raise UserError("model.bce_weight/model.dice_weight: need non-negative weights, at least one > 0")
         self.net = self.build_network()
+        self.attribute_head = AttributeHead(self.attribute_channels(), self.num_attributes) \
+            if self.num_attributes else None
         self.loss = BceDiceLoss(cfg.bce_weight, cfg.dice_weight)
         self.register_buffer("mean", torch.tensor(cfg.mean).view(3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(cfg.std).view(3, 1, 1), persistent=False)
@@ -92,34 +96,40 @@ class SemanticAdapter(Adapter):
                 m.register_forward_pre_hook(_single_value_norm_to_eval)
                 m.register_forward_hook(_single_value_norm_back)
 
-    @property
-    def num_outputs(self) -> int:
-        """Channels of the network: C category maps, then A attribute maps (A is 0 without attributes)."""
-        return self.num_classes + self.num_attributes
-
     @abstractmethod
     def build_network(self) -> nn.Module:
         """The network (stored as ``self.net``): normalised float32 ``[B, 3, H, W]`` -> logits
-        ``[B, C, H', W']`` with ``C = self.num_classes`` (``self.num_outputs`` for an adapter that
-        declares ``predicts_attributes``); logits at another size than the input are resized to
-        it (bilinear). ``self.cfg``, ``self.num_classes`` and ``self.attribute_space`` are set."""
+        ``[B, C, H', W']`` with ``C = self.num_classes``; logits at another size than the input
+        are resized to it (bilinear). ``self.cfg``, ``self.num_classes`` and
+        ``self.attribute_space`` are set."""
 
-    def init_attribute_bias(self, conv: nn.Conv2d) -> None:
-        """Start the attribute maps of the output ``conv`` at the prior probability (small loss)."""
-        if self.num_attributes and conv.bias is not None:
-            with torch.no_grad():
-                conv.bias[self.num_classes:] = PRIOR_LOGIT
+    def attribute_channels(self) -> tuple[int, int]:
+        """Widths of the two deepest encoder stages, which the attribute head reads (an smp
+        model's ``encoder.out_channels``); a subclass with another network overrides this and
+        :meth:`encode`."""
+        encoder = getattr(self.net, "encoder", None)
+        if encoder is None or len(getattr(encoder, "out_channels", ())) < 2:
+            raise UserError(f"{type(self).__name__}: the attribute head needs an smp-style encoder "
+                            "(model.attributes: off builds the model without it)")
+        return tuple(int(c) for c in encoder.out_channels[-2:])  # type: ignore[return-value]
+
+    def encode(self, batch: Tensor) -> tuple[Tensor, list[Tensor]]:
+        """Category logits ``[B, C, H', W']`` and the encoder's features (deepest last) of a
+        normalised batch: an smp model's forward, keeping the features for the attribute head."""
+        features = self.net.encoder(batch)
+        return self.net.segmentation_head(self.net.decoder(features)), features
 
     def input_multiple(self) -> int:
         """Input sides are zero-padded to a multiple of this (the network's total stride); 1: any size."""
         return 1
 
     def logits(self, batch: Tensor) -> Tensor:
-        """float32 logits ``[B, C (+ A), Hp, Wp]`` of a padded batch ``[B, 3, Hp, Wp]``."""
-        out = self.net(batch).float()
-        if out.shape[-2:] != batch.shape[-2:]:
-            out = F.interpolate(out, size=batch.shape[-2:], mode="bilinear", align_corners=False)
-        return out
+        """float32 logits ``[B, C (+ A), Hp, Wp]`` of a padded batch ``[B, 3, Hp, Wp]``: the C
+        category maps, then (with attributes) the A attribute maps."""
+        if self.attribute_head is None:
+            return _at_size(self.net(batch).float(), batch)
+        out, features = self.encode(batch)
+        return torch.cat([_at_size(out.float(), batch), _at_size(self.attribute_head(features).float(), batch)], dim=1)
 
     def target_maps(self, targets: list[dict[str, Any]], valid: list[tuple[int, int]],
                     padded: tuple[int, int]) -> Tensor:
@@ -174,6 +184,13 @@ class SemanticAdapter(Adapter):
                         and not m.weight.requires_grad:
                     m.eval()
         return self
+
+
+def _at_size(maps: Tensor, batch: Tensor) -> Tensor:
+    """``maps`` ``[B, K, h, w]`` resized (bilinear) to the batch's ``[Hp, Wp]`` when it differs."""
+    if maps.shape[-2:] == batch.shape[-2:]:
+        return maps
+    return F.interpolate(maps, size=batch.shape[-2:], mode="bilinear", align_corners=False)
 
 
 def _single_value_norm_to_eval(module: nn.Module, args: tuple[Tensor, ...]) -> None:
