@@ -196,7 +196,7 @@ def bench(
 ) -> None:
     """Time inference with the one latency protocol shared by every model (TARGET may also be a
     file of `zoo export`)."""
-    from zoo.latency import bench_from_cli
+    from zoo.bench import bench_from_cli
 
     _run(bench_from_cli, target, device=device, size=size, batch_size=batch_size, iters=iters,
          warmup=warmup, amp=amp, backbone=backbone, threads=threads, out=out, runtime=runtime)

@@ -105,3 +105,15 @@ def write_imaterialist_folder(folder: Path, images: list[dict]) -> Path:
 def imat_writer():
     """:func:`write_imaterialist_folder`, as a fixture for tests that build odd datasets."""
     return write_imaterialist_folder
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--recipe-set", action="append", default=[], metavar="KEY=VALUE",
+                     help="an override added last to the attribute and Mask R-CNN learning tests' training recipes, "
+                          "to measure another setting with them (benchmarks/attribute_weight_probe.py)")
+
+
+@pytest.fixture
+def recipe_overrides(request: pytest.FixtureRequest) -> list[str]:
+    """``--recipe-set`` overrides (none in a plain run: the tests then train their own recipe)."""
+    return list(request.config.getoption("--recipe-set"))

@@ -52,13 +52,13 @@ def baseline_f1(train_targets: list[dict], labels: torch.Tensor, truth: torch.Te
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", [n for n in available_adapters() if get_adapter(n).predicts_attributes])
-def test_attribute_head_beats_the_most_frequent_attributes(name: str, tmp_path: Path) -> None:
+def test_attribute_head_beats_the_most_frequent_attributes(name: str, tmp_path: Path, recipe_overrides: list[str]) -> None:
     from zoo.data.synth import write_synthetic
 
     data = write_synthetic(tmp_path / "synth", n=IMAGES, size=SIZE, seed=0, max_people=1)
     overrides = {"data.source": str(data), "data.max_size": SIZE, "data.val_fraction": 0.2, "eval_limit": 2,
                  "seed": 0, "device": "cpu", **RUNS.get(name, {})}
-    cfg = load_train_config(name, overrides=[f"{k}={json.dumps(v)}" for k, v in overrides.items()])
+    cfg = load_train_config(name, overrides=[f"{k}={json.dumps(v)}" for k, v in overrides.items()] + recipe_overrides)
     run = load_run(train(cfg, tmp_path / "run"), which="last")
     header = (run.path / "metrics.csv").read_text().splitlines()[0].split(",")
     assert {"loss_attributes", "attr_threshold", "attr_F1"} <= set(header)  # the run logs the head and its threshold

@@ -19,8 +19,9 @@ from zoo.cli import app
 from zoo.adapter import Adapter, available_adapters
 from zoo.build import build_adapter
 from zoo.errors import UserError
-from zoo.latency import (bench_settings, dataset_photos, fit_photos, interleaved_schedule, load_target, make_photos,
-                         measure_latency, preprocess, quantile_interval, time_interleaved)
+from zoo.bench import bench_settings, load_target
+from zoo.latency import (dataset_photos, fit_photos, interleaved_schedule, make_photos, measure_latency, preprocess,
+                         quantile_interval, time_interleaved)
 from zoo.types import InstancePred
 
 KEYS = {"images_per_s", "ms_median", "ms_p90", "ms_mean", "preprocess_ms", "model_ms", "postprocess_ms",

@@ -25,14 +25,14 @@ OVERRIDES = {"data.limit": IMAGES, "data.val_fraction": 0.2, "steps_per_epoch": 
 
 
 @pytest.mark.slow
-def test_cpu_preset_reaches_ap50_on_its_training_images(tmp_path: Path) -> None:
+def test_cpu_preset_reaches_ap50_on_its_training_images(tmp_path: Path, recipe_overrides: list[str]) -> None:
     import dataclasses
 
     from zoo.data.synth import write_synthetic
 
     data = write_synthetic(tmp_path / "synth", n=IMAGES, size=128, seed=0)
     overrides = [f"data.source={json.dumps(str(data))}"] + [f"{k}={json.dumps(v)}" for k, v in OVERRIDES.items()]
-    cfg = load_train_config("maskrcnn", overrides=overrides)
+    cfg = load_train_config("maskrcnn", overrides=overrides + recipe_overrides)
     cfg = dataclasses.replace(cfg, stages=tuple(dataclasses.replace(s, epochs=EPOCHS) for s in cfg.stages))
     run = load_run(train(cfg, tmp_path / "run"), which="last")
     assert len(run.split["train"]) == 8

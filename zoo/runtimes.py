@@ -67,7 +67,7 @@ def load_source(target: str, backbone: str | None = None) -> tuple[Adapter, dict
     ``{"adapter": name, "model": config, "num_classes": C, "seed": 0}`` (fresh weights drawn from
     that seed)."""
     from zoo.config import to_dict
-    from zoo.latency import load_target
+    from zoo.bench import load_target
 
     if Path(target).exists():
         return load_target(target, backbone), {"run": str(Path(target).resolve())}
@@ -80,7 +80,7 @@ def load_source(target: str, backbone: str | None = None) -> tuple[Adapter, dict
 def adapter_from_source(source: dict[str, Any]) -> Adapter:
     """The PyTorch adapter an exported file was made from (its post-processing and weights)."""
     if "run" in source:
-        from zoo.latency import load_target
+        from zoo.bench import load_target
 
         if not Path(source["run"]).exists():
             raise UserError(f"the exported file was made from run {source['run']}, which is not there; "
