@@ -15,35 +15,30 @@ Each process runs on one thread unless ``--threads`` says otherwise, two at a ti
 from __future__ import annotations
 
 import argparse
-import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_learning_isa import FIGURE  # noqa: E402  (the learning tests' one-line figure)
+from bench_learning_isa import finish_level, start_level  # noqa: E402  (one pytest process, its figures)
 
-REPO = Path(__file__).resolve().parents[1]
 LEARNS = ["tests/test_attributes_learn.py", "-k", "beats and maskrcnn"]
 COSTS = ["tests/test_maskrcnn_learns.py"]
 
 
 def start(test: list[str], sets: list[str], threads: int) -> subprocess.Popen:
-    args = [sys.executable, "-m", "pytest", "-q", "-s", "-p", "no:cacheprovider", *test]
-    for item in sets:
-        args += ["--recipe-set", item]
-    env = dict(os.environ, OMP_NUM_THREADS=str(threads))
-    return subprocess.Popen(args, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    """``test`` with ``--recipe-set`` ``sets``, native kernels, on ``threads`` threads."""
+    return start_level("native", [*test, *(arg for item in sets for arg in ("--recipe-set", item))], threads)
 
 
 def figure(proc: subprocess.Popen) -> str:
     """``value (threshold)`` from the process's learning-figure line, or what went wrong."""
-    out, _ = proc.communicate()
-    found = FIGURE.findall(out)
-    if not found:
-        return "no figure: " + (out.strip().splitlines() or ["(no output)"])[-1]
-    _, _, value, threshold = found[-1]
-    return f"{float(value):.3f} ({float(threshold):.3f})"
+    figures, _, last = finish_level(proc, time.perf_counter())
+    if not figures:
+        return f"no figure: {last}"
+    _, _, value, threshold = figures[-1]
+    return f"{value:.3f} ({threshold:.3f})"
 
 
 def main() -> None:

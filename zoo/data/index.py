@@ -249,13 +249,15 @@ class IndexedRecords(Sequence[ImageRecord]):
     def instance_counts(self) -> np.ndarray:
         """Instances (crowd regions left out) of every image in this sequence, int64 ``[N]``."""
         crowd_before = np.concatenate([[0], np.cumsum(self._crowd, dtype=np.int64)])
-        start, stop = self._start[self.positions], self._stop[self.positions]
+        positions = self.positions
+        start, stop = self._start[positions], self._stop[positions]
         return (stop - start) - (crowd_before[stop] - crowd_before[start])
 
     def attribute_usage(self) -> tuple[set[int], set[int]]:
         """``(category ids, attribute ids)`` of the instances (crowd regions left out) that carry
         attributes, over this sequence's images; no segmentation is read."""
-        start, stop = self._start[self.positions], self._stop[self.positions]
+        positions = self.positions
+        start, stop = self._start[positions], self._stop[positions]
         rows = np.repeat(stop - (stop - start).cumsum(), stop - start) + np.arange(int((stop - start).sum()))
         attrs = self._instances.column("attributes").chunk(0) if self._instances.num_rows else None
         if attrs is None or not len(rows):

@@ -47,7 +47,7 @@ def xyxy_to_xywh(boxes: Tensor) -> list[list[float]]:
     return torch.stack([b[:, 0], b[:, 1], b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]], dim=1).tolist()
 
 
-def _segmentation_rle(segm: Any, height: int, width: int, where: str) -> dict[str, Any]:
+def segmentation_rle(segm: Any, height: int, width: int, where: str) -> dict[str, Any]:
     """One RLE from a COCO ``segmentation``: polygons, uncompressed or compressed RLE."""
     try:
         if isinstance(segm, list):  # polygons
@@ -130,7 +130,7 @@ def prepare_gt(gt: dict[str, Any], source: str = "ground truth") -> dict[str, An
             raise DataError(f"{where}: image_id {ann['image_id']} is not in images")
         ann = {**ann, "iscrowd": int(ann.get("iscrowd", 0))}
         if "bbox" not in ann or "area" not in ann:
-            rle = _segmentation_rle(ann["segmentation"], *sizes[ann["image_id"]], where)
+            rle = segmentation_rle(ann["segmentation"], *sizes[ann["image_id"]], where)
             ann.setdefault("bbox", mask_utils.toBbox(rle).tolist())
             ann.setdefault("area", float(mask_utils.area(rle)))
         anns.append(ann)

@@ -20,15 +20,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from pycocotools import mask as mask_utils
 
 from zoo.data.convert import record_to_coco
 from zoo.data.decode import image_size
 from zoo.data.paste import paste_rle
-from zoo.data.rle import polygons_to_rle
 from zoo.data.sources import ImageRecord, Source, read_source
 from zoo.errors import UserError
-from zoo.metrics.coco import xyxy_to_xywh
+from zoo.metrics.coco import segmentation_rle, xyxy_to_xywh
 from zoo.transforms import InputGeometry
 from zoo.types import InstancePred
 
@@ -167,9 +165,6 @@ def original_results(pred: InstancePred, original: OriginalImage,
 
 def rle_of(segmentation: Any, height: int, width: int) -> dict[str, Any]:
     """A compressed RLE (bytes counts, pycocotools' form) of any COCO segmentation."""
-    if isinstance(segmentation, list):
-        return polygons_to_rle(segmentation, height, width)
-    if isinstance(segmentation.get("counts"), list):
-        return mask_utils.frPyObjects(segmentation, height, width)
-    counts = segmentation["counts"]
-    return {"size": segmentation["size"], "counts": counts.encode("ascii") if isinstance(counts, str) else counts}
+    rle = segmentation_rle(segmentation, height, width, "segmentation")
+    counts = rle["counts"]
+    return {"size": rle["size"], "counts": counts.encode("ascii") if isinstance(counts, str) else counts}
